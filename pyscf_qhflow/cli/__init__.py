@@ -1,0 +1,1 @@
+"""The ``qhflow`` command line: ``qhflow scf|label|train|bench``."""

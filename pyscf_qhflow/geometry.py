@@ -1,0 +1,47 @@
+"""Geometry -> graphs: backbone edges and the (longer-range) pair list.
+
+Positions are in Angstrom.  Both lists stay inside each molecule of a batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["radius_pairs", "check_geometry"]
+
+
+def check_geometry(positions: np.ndarray, min_distance: float = 0.1) -> None:
+    """Raise ``ValueError`` for empty, non-finite or overlapping geometries (Angstrom)."""
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (natm, 3) geometry, got shape {pos.shape}")
+    if not np.all(np.isfinite(pos)):
+        raise ValueError("geometry contains NaN or infinite coordinates")
+    if len(pos) > 1:
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+        d[np.diag_indices(len(pos))] = np.inf
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        if d[i, j] < min_distance:
+            raise ValueError(f"atoms {i} and {j} are {d[i, j]:.3g} Angstrom apart "
+                             f"(closer than {min_distance} Angstrom)")
+
+
+def radius_pairs(pos: torch.Tensor, batch: torch.Tensor, cutoff: float,
+                 chunk: int = 4096) -> torch.Tensor:
+    """Ordered pairs (j, i), i != j, same molecule, |r_i - r_j| < cutoff (Angstrom).
+
+    Returns [2, K] int64, sorted by (first, second) index.  Built in row chunks
+    so memory stays O(chunk * N) for large molecules.
+    """
+    n = pos.shape[0]
+    out = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        d = torch.cdist(pos[start:stop], pos)  # [chunk, N]
+        same = batch[start:stop, None] == batch[None, :]
+        keep = same & (d < cutoff)
+        idx = torch.arange(start, stop, device=pos.device)
+        keep[idx - start, idx] = False
+        a, b = torch.nonzero(keep, as_tuple=True)
+        out.append(torch.stack([a + start, b]))
+    return torch.cat(out, dim=1) if out else torch.zeros(2, 0, dtype=torch.long)
