@@ -5,10 +5,18 @@
     (element, basis, Cartesian basis, ECP, ghost atoms):
     ``'warn'`` (default) warns with the reason and uses PySCF's MinAO guess;
     ``'raise'`` raises :class:`~pyscf_qhflow.aolayout.UnsupportedMoleculeError`.
+
+``default_model``
+    The predictor used when an SCF object has no ``qhflow_model``; set it
+    with :func:`pyscf_qhflow.set_default_model`.  ``None`` means the shipped
+    weights (``load_model('default')``), loaded on first use and kept here.
 """
 from __future__ import annotations
 
+from typing import Any
+
 on_unsupported: str = "warn"
+default_model: Any = None
 
 _VALID = {"on_unsupported": ("warn", "raise")}
 

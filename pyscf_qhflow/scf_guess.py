@@ -1,0 +1,173 @@
+"""The ``init_guess = 'qhflow'`` hook for PySCF SCF objects.
+
+Importing :mod:`pyscf_qhflow` calls :func:`register`, which wraps
+``pyscf.scf.hf.SCF.get_init_guess``.  RHF, UHF and ROHF (and the DFT, density
+fitting and Newton variants built on them) all route their initial guess
+through that method, so one wrapper serves every class; any other key goes to
+PySCF unchanged.
+
+A *predictor* is any object with ``predict_fock(mol) -> ndarray (nao, nao)``
+(PySCF AO order, Hartree).  It may also offer ``supports(mol) -> (bool,
+reason)`` and a ``name``.  The guess density is built as PySCF builds its own
+from a Fock matrix: ``mf.eig(F, S)`` -> ``mf.get_occ`` -> ``mf.make_rdm1``
+(keeping the mo_coeff/mo_occ tags), with the same spatial Fock matrix for both
+spins of UHF/UKS, so the molecule's own charge and spin set the occupations.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from pyscf.lib import logger
+from pyscf.scf import hf
+
+from . import config
+from .aolayout import UnsupportedMoleculeError
+
+__all__ = ["QHFlowGuessWarning", "resolve_model", "predict_fock",
+           "init_guess_by_qhflow", "register", "GUESS_KEY"]
+
+GUESS_KEY = "qhflow"
+
+
+class QHFlowGuessWarning(UserWarning):
+    """The qhflow guess stepped aside (the reason is in the message)."""
+
+
+def resolve_model(mf=None, model=None):
+    """Pick the predictor: ``model`` > ``mf.qhflow_model`` > ``config.default_model``
+    > ``load_model('default')`` (the shipped weights, loaded once per call site)."""
+    if model is None and mf is not None:
+        model = getattr(mf, "qhflow_model", None)
+    if model is None:
+        model = config.default_model
+    if model is None:
+        from .checkpoint import load_model
+        model = load_model("default")
+        config.default_model = model  # documented cache: later guesses reuse it
+    if isinstance(model, str):
+        from .checkpoint import load_model
+        model = load_model(model)
+    if not callable(getattr(model, "predict_fock", None)):
+        raise TypeError(f"{type(model).__name__} is not a predictor: it has no "
+                        "predict_fock(mol) method")
+    return model
+
+
+def _model_name(model) -> str:
+    return str(getattr(model, "name", type(model).__name__))
+
+
+def predict_fock(mol, model=None) -> np.ndarray:
+    """Predicted Kohn-Sham Fock matrix of ``mol`` (nao, nao), PySCF AO order, Hartree.
+
+    Raises :class:`UnsupportedMoleculeError` when the model cannot serve ``mol``.
+    """
+    model = resolve_model(model=model)
+    _check_supported(model, mol)
+    return _checked_fock(model.predict_fock(mol), mol)
+
+
+def _check_supported(model, mol) -> None:
+    supports = getattr(model, "supports", None)
+    if supports is not None:
+        ok, reason = supports(mol)
+        if not ok:
+            raise UnsupportedMoleculeError(reason)
+
+
+def _checked_fock(fock, mol) -> np.ndarray:
+    fock = np.asarray(fock, dtype=np.float64)
+    nao = mol.nao_nr()
+    if fock.shape != (nao, nao):
+        raise ValueError(f"predictor returned shape {fock.shape}, expected ({nao}, {nao})")
+    if not np.all(np.isfinite(fock)):
+        raise ValueError("predictor returned a Fock matrix with NaN or inf entries")
+    return 0.5 * (fock + fock.T)
+
+
+def _density_from_fock(mf, mol, fock: np.ndarray):
+    """Guess density from a spatial Fock matrix, through the SCF object's own methods."""
+    s1e = mf.get_ovlp(mol)
+    dm_ndim = _dm_ndim(mf)
+    f = np.asarray((fock, fock)) if dm_ndim == 3 else fock
+    mo_energy, mo_coeff = mf.eig(f, s1e)
+    mo_occ = mf.get_occ(mo_energy, mo_coeff)
+    dm = mf.make_rdm1(mo_coeff, mo_occ)
+    nelec_guess = float(np.einsum("...ij,ji->...", np.asarray(dm), s1e).real.sum())
+    return dm, nelec_guess
+
+
+def _dm_ndim(mf) -> int:
+    """3 for unrestricted objects (alpha and beta density matrices), else 2."""
+    from pyscf.scf import uhf
+    return 3 if isinstance(mf, uhf.UHF) else 2
+
+
+def _fallback(mf, mol, reason: str):
+    if config.on_unsupported == "raise":
+        raise UnsupportedMoleculeError(reason)
+    msg = f"qhflow guess not used ({reason}); falling back to the minao guess"
+    warnings.warn(msg, QHFlowGuessWarning, stacklevel=4)
+    logger.warn(mf, msg)
+    mf.qhflow_info = {"used": False, "fallback_reason": reason}
+    return _ORIGINAL_GET_INIT_GUESS(mf, mol, "minao")
+
+
+def init_guess_by_qhflow(mf, mol=None, model=None):
+    """Initial density from the network's predicted Fock matrix.
+
+    Steps: pick the predictor (:func:`resolve_model`) -> check it supports
+    ``mol`` -> predict F (PySCF order, Hartree) -> ``mf.eig(F, S)`` ->
+    ``mf.get_occ`` -> ``mf.make_rdm1``.  Records ``mf.qhflow_info`` (model,
+    inference seconds, electron count of the guess) and logs it.  When the
+    model cannot serve the molecule it warns and uses minao, or raises under
+    ``pyscf_qhflow.config.on_unsupported = 'raise'``; never silently.
+    """
+    config.check()
+    if mol is None:
+        mol = mf.mol
+    model = resolve_model(mf, model)
+    name = _model_name(model)
+    try:
+        _check_supported(model, mol)
+        t0 = time.perf_counter()
+        fock = _checked_fock(model.predict_fock(mol), mol)
+        inference_s = time.perf_counter() - t0
+    except UnsupportedMoleculeError as err:
+        return _fallback(mf, mol, f"model {name}: {err}")
+
+    dm, nelec_guess = _density_from_fock(mf, mol, fock)
+    if abs(nelec_guess - mol.nelectron) > 1e-6:
+        return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
+                                  f"electrons, the molecule {mol.nelectron}")
+    mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
+                      "nelec": nelec_guess}
+    logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",
+                name, inference_s)
+    return dm
+
+
+_ORIGINAL_GET_INIT_GUESS = hf.SCF.get_init_guess
+
+
+def _get_init_guess(self, mol=None, key="minao", **kwargs):
+    if isinstance(key, str) and key.lower() == GUESS_KEY:
+        return init_guess_by_qhflow(self, mol)
+    return _ORIGINAL_GET_INIT_GUESS(self, mol, key, **kwargs)
+
+
+_get_init_guess.__doc__ = (_ORIGINAL_GET_INIT_GUESS.__doc__ or "") + (
+    "\n\npyscf_qhflow: key='qhflow' builds the guess from the predicted Fock matrix "
+    "(see pyscf_qhflow.scf_guess.init_guess_by_qhflow).")
+
+
+def register() -> None:
+    """Install the ``'qhflow'`` key on PySCF's SCF classes (idempotent)."""
+    hf.SCF.get_init_guess = _get_init_guess
+    hf.SCF.init_guess_by_qhflow = init_guess_by_qhflow
+    # class attributes: PySCF's check_sanity accepts them on every subclass
+    hf.SCF.qhflow_model = None
+    hf.SCF.qhflow_info = None
+    hf.SCF._keys = set(hf.SCF._keys) | {"qhflow_model", "qhflow_info"}

@@ -1,0 +1,33 @@
+"""Shared fixtures: small molecules built from the shipped examples (never ../shared)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyscf import gto
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_mol(name: str, basis: str = "def2-svp", **kwargs) -> gto.Mole:
+    return gto.M(atom=str(EXAMPLES / f"{name}.xyz"), basis=basis, verbose=0, **kwargs)
+
+
+@pytest.fixture
+def water():
+    return example_mol("water")
+
+
+@pytest.fixture
+def methane():
+    return example_mol("methane")
+
+
+@pytest.fixture
+def ethanol():
+    return example_mol("ethanol")
+
+
+@pytest.fixture
+def fluoroacetamide():
+    return example_mol("fluoroacetamide")

@@ -1,0 +1,179 @@
+"""The init_guess='qhflow' hook, with stand-in predictors (no trained model needed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pyscf import dft, scf
+
+import pyscf_qhflow
+from pyscf_qhflow import config
+from pyscf_qhflow.aolayout import UnsupportedMoleculeError
+
+from conftest import example_mol
+
+
+class ConvergedFock:
+    """Stand-in predictor: returns a fixed Fock matrix (here the converged one)."""
+
+    name = "stand-in-converged"
+
+    def __init__(self, fock):
+        self.fock = fock
+        self.calls = 0
+
+    def predict_fock(self, mol):
+        self.calls += 1
+        return self.fock
+
+
+class CoreHamiltonian:
+    """Stand-in whose density differs from minao's: the core Hamiltonian."""
+
+    name = "stand-in-hcore"
+
+    def predict_fock(self, mol):
+        return mol.intor("int1e_kin") + mol.intor("int1e_nuc")
+
+
+class MinaoFock:
+    """Stand-in: the HF Fock matrix of the minao density (a sensible, non-minao guess)."""
+
+    name = "stand-in-minao-fock"
+
+    def predict_fock(self, mol):
+        mf = scf.RHF(mol)
+        return mf.get_fock(dm=mf.init_guess_by_minao())
+
+
+class Refuses:
+    name = "stand-in-refuses"
+
+    def supports(self, mol):
+        return False, "element S is not in the model"
+
+    def predict_fock(self, mol):  # pragma: no cover - must never be reached
+        raise AssertionError("predict_fock called on an unsupported molecule")
+
+
+@pytest.fixture(scope="module")
+def ethanol_reference():
+    mol = example_mol("ethanol")
+    mf = dft.RKS(mol, xc="b3lyp")
+    mf.grids.level = 1  # the hook does not depend on grid quality; keep it fast
+    mf.conv_tol = 1e-10
+    e_minao = mf.kernel()
+    assert mf.converged
+    return mol, e_minao, mf.cycles, mf.get_fock()
+
+
+def _ks(cls, mol, predictor):
+    mf = cls(mol, xc="b3lyp")
+    mf.grids.level = 1
+    mf.conv_tol = 1e-10
+    mf.init_guess = "qhflow"
+    mf.qhflow_model = predictor
+    return mf
+
+
+@pytest.mark.parametrize("cls", [dft.RKS, dft.UKS])
+def test_converged_fock_converges_at_once(ethanol_reference, cls):
+    mol, e_minao, cycles_minao, fock = ethanol_reference
+    predictor = ConvergedFock(fock)
+    mf = _ks(cls, mol, predictor)
+    e = mf.kernel()
+    assert mf.converged and predictor.calls == 1
+    assert mf.qhflow_info["used"] and mf.qhflow_info["model"] == "stand-in-converged"
+    assert mf.cycles <= 3 < cycles_minao
+    assert abs(e - e_minao) < 1e-8
+
+
+def test_density_comes_from_the_predictor(water):
+    mf = scf.RHF(water)
+    mf.qhflow_model = CoreHamiltonian()
+    dm = mf.get_init_guess(key="qhflow")
+    np.testing.assert_allclose(dm, mf.init_guess_by_1e(), atol=1e-10)
+    assert np.abs(dm - mf.init_guess_by_minao()).max() > 1e-2
+    assert dm.mo_coeff.shape == (water.nao, water.nao)  # PySCF's tags are kept
+    assert mf.qhflow_info["used"]
+
+
+@pytest.mark.parametrize("variant", ["rohf", "uhf", "df", "newton"])
+def test_variants_take_the_qhflow_key(water, variant):
+    mol = water.copy()
+    if variant == "rohf":
+        mol.charge, mol.spin = 1, 1
+        mol.build()
+        mf = scf.ROHF(mol)
+    elif variant == "uhf":
+        mol.charge, mol.spin = 1, 1
+        mol.build()
+        mf = scf.UHF(mol)
+    elif variant == "df":
+        mf = scf.RHF(mol).density_fit()
+    else:
+        mf = scf.RHF(mol).newton()
+    mf.qhflow_model = MinaoFock()
+    mf.init_guess = "qhflow"
+    mf.conv_tol = 1e-9
+    e = mf.kernel()
+    assert mf.converged and mf.qhflow_info["used"]
+    dm = mf.get_init_guess(key="qhflow")
+    nelec = np.einsum("...ij,ji->...", np.asarray(dm), mf.get_ovlp()).sum()
+    assert abs(nelec - mol.nelectron) < 1e-8
+    if variant in ("rohf", "uhf"):
+        assert np.asarray(dm).shape == (2, mol.nao, mol.nao)
+    ref = mf.copy()
+    ref.init_guess = "minao"
+    ref.mo_coeff = None
+    assert abs(ref.kernel() - e) < 1e-7
+
+
+def test_other_keys_are_untouched(water):
+    mf = scf.RHF(water)
+    mf.qhflow_model = Refuses()
+    np.testing.assert_array_equal(mf.get_init_guess(key="atom"), mf.init_guess_by_atom())
+    np.testing.assert_array_equal(mf.get_init_guess(key="minao"), mf.init_guess_by_minao())
+    assert mf.qhflow_info is None
+
+
+def test_unsupported_warns_then_raises(water, monkeypatch):
+    mf = scf.RHF(water)
+    mf.qhflow_model = Refuses()
+    with pytest.warns(pyscf_qhflow.QHFlowGuessWarning, match="element S is not in the model"):
+        dm = mf.get_init_guess(key="qhflow")
+    np.testing.assert_allclose(dm, mf.init_guess_by_minao())
+    assert mf.qhflow_info == {"used": False,
+                              "fallback_reason": "model stand-in-refuses: element S is "
+                                                 "not in the model"}
+    monkeypatch.setattr(config, "on_unsupported", "raise")
+    with pytest.raises(UnsupportedMoleculeError, match="element S"):
+        mf.get_init_guess(key="qhflow")
+    monkeypatch.setattr(config, "on_unsupported", "sometimes")
+    with pytest.raises(ValueError, match="on_unsupported must be one of"):
+        mf.get_init_guess(key="qhflow")
+
+
+def test_default_model_and_public_predict_fock(water, monkeypatch):
+    monkeypatch.setattr(config, "default_model", None)
+    pyscf_qhflow.set_default_model(CoreHamiltonian())
+    mf = scf.RHF(water)
+    mf.init_guess = "qhflow"
+    mf.kernel()
+    assert mf.qhflow_info["model"] == "stand-in-hcore"
+    f = pyscf_qhflow.predict_fock(water)
+    np.testing.assert_allclose(f, water.intor("int1e_kin") + water.intor("int1e_nuc"))
+    with pytest.raises(UnsupportedMoleculeError):
+        pyscf_qhflow.predict_fock(water, model=Refuses())
+    with pytest.raises(TypeError, match="not a predictor"):
+        pyscf_qhflow.predict_fock(water, model=object())
+
+
+def test_bad_prediction_is_refused(water):
+    class Broken:
+        def predict_fock(self, mol):
+            return np.full((mol.nao, mol.nao), np.nan)
+
+    mf = scf.RHF(water)
+    mf.qhflow_model = Broken()
+    with pytest.raises(ValueError, match="NaN"):
+        mf.get_init_guess(key="qhflow")
