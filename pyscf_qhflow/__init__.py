@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import config
 from .aolayout import UnsupportedMoleculeError
+from .oneshot import OneShotResult, oneshot
 from .scf_guess import (QHFlowGuessWarning, init_guess_by_qhflow, predict_fock,
                         register)
 
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = ["config", "predict_fock", "set_default_model", "load_model", "QHFlowModel",
            "init_guess_by_qhflow", "UnsupportedMoleculeError", "QHFlowGuessWarning",
+           "oneshot", "OneShotResult",
            "__version__"]
 
 

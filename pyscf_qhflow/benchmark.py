@@ -1,0 +1,248 @@
+"""Benchmark harness: SCF cost per initial guess, and Hamiltonian accuracy.
+
+``scf``: every molecule runs from every guess on a fresh SCF object with the
+same settings (:mod:`pyscf_qhflow.scfrun`); the converged density itself is
+the lower limit ('converged').  Rows are appended to a CSV as each molecule
+finishes, so an interrupted run resumes where it stopped.
+
+``accuracy``: predicted vs reference Fock matrices with the same overlap S:
+H MAE over all nao^2 entries, occupied orbital-energy MAE, HOMO/LUMO/gap
+errors, and occupied-orbital cosine similarity; the MinAO-density Fock
+H_init is scored alongside as the no-model baseline.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import scipy.linalg
+from tqdm.auto import tqdm
+
+from .scfrun import PYSCF_GUESSES, make_scf, run_scf
+
+__all__ = ["SCF_FIELDS", "bench_scf_molecule", "bench_scf", "summarize_scf",
+           "fock_metrics", "plot_scf", "bench_accuracy", "summarize_accuracy"]
+
+SCF_FIELDS = ["molecule", "natm", "nao", "guess", "cycles", "fock_builds", "wall_s",
+              "e_tot", "converged", "qhflow_used", "inference_s", "delta_e_vs_minao"]
+ENERGY_TOL = 1e-8  # Hartree
+
+
+def bench_scf_molecule(name: str, mol, guesses: Iterable[str] = ("qhflow",) + PYSCF_GUESSES,
+                       model=None, xc: str = "b3lyp", grid_level: int = 3,
+                       conv_tol: float = 1e-10, include_converged: bool = True) -> list[dict]:
+    """Run every guess on one molecule; minao first (its density is the 'converged' limit)."""
+    guesses = list(dict.fromkeys(["minao", *guesses]))
+    rows, dm_converged = [], None
+    for guess in guesses:
+        mf = make_scf(mol, xc, grid_level, conv_tol)
+        if guess == "qhflow":
+            mf.qhflow_model = model
+        row = run_scf(mf, guess)
+        if guess == "minao" and mf.converged:
+            dm_converged = mf.make_rdm1()
+        rows.append(row)
+    if include_converged and dm_converged is not None:
+        mf = make_scf(mol, xc, grid_level, conv_tol)
+        row = run_scf(mf, dm_converged)
+        row["guess"] = "converged"
+        rows.append(row)
+    e_ref = rows[0]["e_tot"]
+    for row in rows:
+        row.update(molecule=name, natm=mol.natm, nao=mol.nao,
+                   delta_e_vs_minao=row["e_tot"] - e_ref)
+    return rows
+
+
+def _done_molecules(csv_path: Path) -> set[str]:
+    if not csv_path.exists():
+        return set()
+    with csv_path.open() as f:
+        return {row["molecule"] for row in csv.DictReader(f)}
+
+
+def _bench_worker(args):
+    name, mol, guesses, model, kwargs = args
+    return bench_scf_molecule(name, mol, guesses, model, **kwargs)
+
+
+def bench_scf(molecules: list[tuple[str, object]], csv_path: str | Path,
+              guesses: Iterable[str] = ("qhflow",) + PYSCF_GUESSES, model=None,
+              jobs: int = 1, progress: bool = True, **kwargs) -> list[dict]:
+    """Benchmark every (name, mol); append rows to ``csv_path``; skip names already there."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_molecules(csv_path)
+    todo = [(n, m) for n, m in molecules if n not in done]
+    new_file = not csv_path.exists()
+    tasks = [(n, m, tuple(guesses), model, kwargs) for n, m in todo]
+    with csv_path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=SCF_FIELDS)
+        if new_file:
+            writer.writeheader()
+        bar = tqdm(total=len(tasks), desc="scf benchmark", disable=not progress)
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as pool:
+                for rows in pool.map(_bench_worker, tasks):
+                    writer.writerows(rows)
+                    f.flush()
+                    bar.update()
+        else:
+            for task in tasks:
+                writer.writerows(_bench_worker(task))
+                f.flush()
+                bar.update()
+        bar.close()
+    with csv_path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def summarize_scf(rows: list[dict]) -> str:
+    """Markdown table: per guess, mean/median cycles, ratios to minao, failures, energy check."""
+    by_mol: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_mol.setdefault(r["molecule"], {})[r["guess"]] = r
+    guesses = list(dict.fromkeys(r["guess"] for r in rows))
+    lines = ["| guess | molecules | mean cycles | cycles / minao (mean) | cycles / minao "
+             "(median) | wall / minao (mean) | wall / minao (median) | failures | "
+             "energy off > 1e-8 Ha |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for g in guesses:
+        cyc, rc, rw, fail, off = [], [], [], 0, 0
+        for mol_rows in by_mol.values():
+            if g not in mol_rows or "minao" not in mol_rows:
+                continue
+            r, m = mol_rows[g], mol_rows["minao"]
+            if str(r["converged"]) != "True":
+                fail += 1
+                continue
+            if abs(float(r["delta_e_vs_minao"])) > ENERGY_TOL:
+                off += 1
+            cyc.append(int(r["cycles"]))
+            rc.append(int(r["cycles"]) / max(int(m["cycles"]), 1))
+            rw.append(float(r["wall_s"]) / float(m["wall_s"]))
+        if not cyc:
+            continue
+        lines.append(f"| {g} | {len(cyc)} | {statistics.mean(cyc):.1f} | "
+                     f"{statistics.mean(rc):.1%} | {statistics.median(rc):.1%} | "
+                     f"{statistics.mean(rw):.1%} | {statistics.median(rw):.1%} | "
+                     f"{fail} | {off} |")
+    return "\n".join(lines)
+
+
+def plot_scf(rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """Cycles per guess (box plot) and cycles ratio to minao vs molecule size."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("plots need matplotlib: pip install 'pyscf-qhflow[bench]'") from err
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    guesses = list(dict.fromkeys(r["guess"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.boxplot([[int(r["cycles"]) for r in rows if r["guess"] == g] for g in guesses],
+               tick_labels=guesses)
+    ax.set_ylabel("SCF cycles")
+    ax.set_title("SCF cycles per initial guess")
+    p1 = out_dir / "scf_cycles.png"
+    fig.tight_layout()
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+    minao = {r["molecule"]: int(r["cycles"]) for r in rows if r["guess"] == "minao"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for g in guesses:
+        if g == "minao":
+            continue
+        pts = [(int(r["natm"]), int(r["cycles"]) / max(minao[r["molecule"]], 1))
+               for r in rows if r["guess"] == g and r["molecule"] in minao]
+        if pts:
+            ax.scatter(*zip(*pts), label=g, s=12)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("atoms")
+    ax.set_ylabel("cycles / minao cycles")
+    ax.legend()
+    p2 = out_dir / "scf_ratio_vs_size.png"
+    fig.tight_layout()
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    return [p1, p2]
+
+
+def fock_metrics(fock_pred: np.ndarray, fock_ref: np.ndarray, overlap: np.ndarray,
+                 nocc: int) -> dict:
+    """Accuracy of a predicted Fock matrix against the reference (same S; Hartree).
+
+    Returns H MAE (micro-Hartree, all nao^2 entries), occupied orbital-energy
+    MAE, HOMO/LUMO/gap absolute errors (milli-Hartree), and the mean |<c_i|S|c_i'>|
+    of the occupied orbitals.
+    """
+    e_p, c_p = scipy.linalg.eigh(fock_pred, overlap)
+    e_r, c_r = scipy.linalg.eigh(fock_ref, overlap)
+    occ_sim = np.abs(np.einsum("pi,pq,qi->i", c_p[:, :nocc], overlap, c_r[:, :nocc]))
+    homo, lumo = nocc - 1, nocc
+    return {
+        "h_mae_uha": float(np.abs(fock_pred - fock_ref).mean() * 1e6),
+        "occ_eps_mae_mha": float(np.abs(e_p[:nocc] - e_r[:nocc]).mean() * 1e3),
+        "homo_err_mha": float(abs(e_p[homo] - e_r[homo]) * 1e3),
+        "lumo_err_mha": float(abs(e_p[lumo] - e_r[lumo]) * 1e3),
+        "gap_err_mha": float(abs((e_p[lumo] - e_p[homo]) - (e_r[lumo] - e_r[homo])) * 1e3),
+        "occ_cosine": float(occ_sim.mean()),
+    }
+
+
+ACCURACY_FIELDS = ["molecule", "natm", "nao", "source", "h_mae_uha", "occ_eps_mae_mha",
+                   "homo_err_mha", "lumo_err_mha", "gap_err_mha", "occ_cosine"]
+
+
+def bench_accuracy(dataset, indices, model, csv_path: str | Path,
+                   progress: bool = True) -> list[dict]:
+    """Score ``model`` and the H_init baseline on labelled molecules; resumable CSV."""
+    from pyscf import gto
+
+    from .hinit import minao_fock
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_molecules(csv_path)
+    new_file = not csv_path.exists()
+    with csv_path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=ACCURACY_FIELDS)
+        if new_file:
+            writer.writeheader()
+        for i in tqdm(list(indices), desc="accuracy", disable=not progress):
+            rec = dataset[i]
+            name = f"qm9_{int(rec['qm9_index'])}"
+            if name in done:
+                continue
+            mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])],
+                        basis=getattr(model, "basis", "def2-svp"), unit="Angstrom", verbose=0)
+            overlap = mol.intor("int1e_ovlp")
+            nocc = mol.nelectron // 2
+            preds = {"qhflow": np.asarray(model.predict_fock(mol)),
+                     "hinit": rec["hinit"] if "hinit" in rec else minao_fock(mol)}
+            for source, fock in preds.items():
+                m = fock_metrics(fock, rec["fock"], overlap, nocc)
+                writer.writerow({"molecule": name, "natm": mol.natm, "nao": mol.nao,
+                                 "source": source, **m})
+            f.flush()
+    with csv_path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def summarize_accuracy(rows: list[dict]) -> str:
+    """Markdown table of mean metrics per source (qhflow model, H_init baseline)."""
+    keys = ACCURACY_FIELDS[4:]
+    lines = ["| source | molecules | H MAE (µHa) | occ. ε MAE (mHa) | HOMO err (mHa) | "
+             "LUMO err (mHa) | gap err (mHa) | occ. cosine |",
+             "|---|---|---|---|---|---|---|---|"]
+    for source in dict.fromkeys(r["source"] for r in rows):
+        sel = [r for r in rows if r["source"] == source]
+        means = [statistics.mean(float(r[k]) for r in sel) for k in keys]
+        lines.append(f"| {source} | {len(sel)} | {means[0]:.1f} | {means[1]:.3f} | "
+                     f"{means[2]:.3f} | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.5f} |")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""``qhflow bench scf|accuracy``: SCF cycles per guess and Hamiltonian accuracy."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..scfrun import PYSCF_GUESSES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", required=True)
+    p = sub.add_parser("scf", help="SCF cycles and wall time from every guess")
+    _add_sources(p)
+    p.add_argument("--guesses", nargs="+", default=["qhflow", *PYSCF_GUESSES],
+                   choices=["qhflow", *PYSCF_GUESSES])
+    p.add_argument("--xc", default="b3lyp")
+    p.add_argument("--basis", default="def2-svp")
+    p.add_argument("--grid-level", type=int, default=3)
+    p.add_argument("--conv-tol", type=float, default=1e-10)
+    p.add_argument("--jobs", type=int, default=1, help="process pool size")
+    p.add_argument("--no-plots", action="store_true")
+    a = sub.add_parser("accuracy", help="H MAE, orbital energies, orbital similarity "
+                                        "on labelled molecules (and the H_init baseline)")
+    _add_sources(a, xyz=False)
+
+
+def _add_sources(parser, xyz: bool = True) -> None:
+    if xyz:
+        parser.add_argument("inputs", nargs="*", help=".xyz files or directories of them")
+    parser.add_argument("--shards", help="directory or glob of labelled HDF5 shards")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                        help="which split of the shards (by QM9 index; default test)")
+    parser.add_argument("--limit", type=int, default=None, help="first N molecules only")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--out", required=True, help="output directory (resumable)")
+
+
+def _xyz_molecules(inputs, basis):
+    from ..scfrun import load_molecule
+    paths = []
+    for item in inputs:
+        p = Path(item)
+        paths.extend(sorted(p.glob("*.xyz")) if p.is_dir() else [p])
+    return [(p.stem, load_molecule(p, basis)) for p in paths]
+
+
+def _shard_records(args):
+    from ..data.shards import ShardDataset, find_shards, split_by_qm9_index
+    ds = ShardDataset(find_shards(args.shards))
+    if args.split == "all":
+        idx = list(range(len(ds)))
+    else:
+        splits = dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))
+        idx = list(splits[args.split])
+    if args.limit:
+        idx = idx[:args.limit]
+    return ds, idx
+
+
+def _shard_molecules(args, basis):
+    from pyscf import gto
+    ds, idx = _shard_records(args)
+    mols = []
+    for i in idx:
+        rec = ds[i]
+        mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])], basis=basis,
+                    unit="Angstrom", verbose=0)
+        mols.append((f"qm9_{int(rec['qm9_index'])}", mol))
+    return mols
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        model = load_model(args.model)
+    except FileNotFoundError as err:
+        print(f"qhflow bench: {err}")
+        return 2
+    if args.bench == "scf":
+        return _run_scf(args, model, out)
+    return _run_accuracy(args, model, out)
+
+
+def _run_scf(args, model, out: Path) -> int:
+    from ..benchmark import bench_scf, plot_scf, summarize_scf
+    mols = _xyz_molecules(args.inputs, args.basis)
+    if args.shards:
+        mols += _shard_molecules(args, args.basis)
+    if not mols:
+        print("qhflow bench scf: no molecules given (xyz inputs or --shards)")
+        return 2
+    rows = bench_scf(mols, out / "scf.csv", guesses=args.guesses, model=model,
+                     jobs=args.jobs, xc=args.xc, grid_level=args.grid_level,
+                     conv_tol=args.conv_tol)
+    table = summarize_scf(rows)
+    (out / "scf_summary.md").write_text(table + "\n")
+    print(table)
+    if not args.no_plots:
+        for p in plot_scf(rows, out):
+            print(f"plot: {p}")
+    return 0
+
+
+def _run_accuracy(args, model, out: Path) -> int:
+    from ..benchmark import bench_accuracy, summarize_accuracy
+    if not args.shards:
+        print("qhflow bench accuracy: --shards is required (labelled molecules)")
+        return 2
+    ds, idx = _shard_records(args)
+    rows = bench_accuracy(ds, idx, model, out / "accuracy.csv")
+    table = summarize_accuracy(rows)
+    (out / "accuracy_summary.md").write_text(table + "\n")
+    (out / "accuracy_summary.json").write_text(json.dumps({"n": len(rows)}))
+    print(table)
+    return 0

@@ -1,0 +1,76 @@
+"""One-shot ML-DFT: energy and forces at the predicted density, no SCF.
+
+Steps: predicted Fock F (PySCF order, Hartree) -> orbitals from F C = S C e
+in a canonically orthogonalised basis (near-singular S directions dropped) ->
+aufbau occupations (``mf.get_occ``) -> density D -> ``mf.energy_tot(D)``, the
+Kohn-Sham energy functional at D -> PySCF's analytic nuclear gradient
+evaluated with the predicted orbitals.
+
+The gradient is *not* the exact derivative of the one-shot energy: the
+predicted density is not stationary, so the response of the orbitals to the
+nuclear displacement (which vanishes only at SCF convergence) is missing.
+``benchmarks/bench_oneshot.py`` measures the difference against finite
+differences of the one-shot energy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .scf_guess import _check_supported, _checked_fock, resolve_model
+
+__all__ = ["OneShotResult", "orbitals_from_fock", "oneshot"]
+
+
+@dataclass
+class OneShotResult:
+    e_tot: float  # Hartree
+    grad: np.ndarray | None  # (natm, 3) Hartree/Bohr
+    mo_energy: np.ndarray
+    mo_coeff: np.ndarray
+    mo_occ: np.ndarray
+    dm: np.ndarray
+    timings: dict = field(default_factory=dict)  # seconds: inference, energy, gradient
+
+
+def orbitals_from_fock(fock: np.ndarray, overlap: np.ndarray, lindep: float = 1e-8):
+    """Solve F C = S C e by canonical orthogonalisation.
+
+    Directions of S with eigenvalue below ``lindep`` are dropped, so the
+    number of orbitals may be smaller than the number of AOs.
+    """
+    s_val, s_vec = np.linalg.eigh(overlap)
+    keep = s_val > lindep
+    x = s_vec[:, keep] / np.sqrt(s_val[keep])  # [nao, nmo], X^T S X = 1
+    mo_energy, c = np.linalg.eigh(x.T @ fock @ x)
+    return mo_energy, x @ c
+
+
+def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
+    """Energy (and gradient) of an RKS/RHF object at the model's predicted density."""
+    from pyscf.scf import hf
+    if not isinstance(mf, hf.RHF):
+        raise TypeError(f"oneshot supports RHF/RKS objects, got {type(mf).__name__}")
+    mol = mf.mol
+    model = resolve_model(mf, model)
+    _check_supported(model, mol)
+    timings = {}
+    t0 = time.perf_counter()
+    fock = _checked_fock(model.predict_fock(mol), mol)
+    timings["inference"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    mo_energy, mo_coeff = orbitals_from_fock(fock, mf.get_ovlp())
+    mo_occ = mf.get_occ(mo_energy, mo_coeff)
+    dm = mf.make_rdm1(mo_coeff, mo_occ)
+    e_tot = float(mf.energy_tot(dm))
+    timings["energy"] = time.perf_counter() - t0
+
+    grad = None
+    if forces:
+        t0 = time.perf_counter()
+        grad = mf.nuc_grad_method().kernel(mo_energy, mo_coeff, mo_occ)
+        timings["gradient"] = time.perf_counter() - t0
+    return OneShotResult(e_tot, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm), timings)
