@@ -99,6 +99,46 @@ def _density_from_fock(mf, mol, fock: np.ndarray):
     return dm, nelec_guess
 
 
+def _model_basis_mol(model, mol):
+    """``mol`` rebuilt in the model's basis when the model declares a different one."""
+    basis = getattr(model, "basis", None)
+    if basis is None:
+        return None
+    ref = mol.copy()
+    ref.basis = basis
+    ref.build(False, False)
+    return None if ref._basis == mol._basis else ref
+
+
+def _projected_density(mf, mol, mol_model, fock_model: np.ndarray):
+    """Occupied orbitals of the model-basis Fock, projected into ``mol``'s basis.
+
+    The alpha and beta occupied spaces (aufbau with ``mol.nelec``) are projected
+    with :func:`pyscf.scf.addons.project_mo_nr2nr` and re-orthonormalised in
+    the new overlap, so the density holds exactly ``mol.nelectron`` electrons.
+    """
+    import scipy.linalg
+    from pyscf.scf import addons, rohf, uhf
+
+    _, c_model = scipy.linalg.eigh(fock_model, mol_model.intor_symmetric("int1e_ovlp"))
+    nalpha, nbeta = mol.nelec
+    c_proj = addons.project_mo_nr2nr(mol_model, c_model[:, :max(nalpha, nbeta)], mol)
+    s1e = mf.get_ovlp(mol)
+
+    def occupied_dm(n: int) -> np.ndarray:
+        c = c_proj[:, :n]
+        w, v = np.linalg.eigh(c.T @ s1e @ c)
+        c = c @ (v / np.sqrt(w)) @ v.T  # Loewdin: C^T S C = 1
+        return c @ c.T
+
+    if isinstance(mf, (uhf.UHF, rohf.ROHF)):
+        dm = np.array([occupied_dm(nalpha), occupied_dm(nbeta)])
+    else:
+        dm = occupied_dm(nalpha) + occupied_dm(nbeta)
+    nelec_guess = float(np.einsum("...ij,ji->...", dm, s1e).sum())
+    return dm, nelec_guess
+
+
 def _dm_ndim(mf) -> int:
     """3 for unrestricted objects (alpha and beta density matrices), else 2."""
     from pyscf.scf import uhf
@@ -130,23 +170,44 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
         mol = mf.mol
     model = resolve_model(mf, model)
     name = _model_name(model)
+    # a model trained in another basis predicts in its own basis; the density is projected
+    mol_model = _model_basis_mol(model, mol)
     try:
-        _check_supported(model, mol)
+        _check_supported(model, mol if mol_model is None else mol_model)
         t0 = time.perf_counter()
-        fock = _checked_fock(model.predict_fock(mol), mol)
+        fock = _checked_fock(model.predict_fock(mol if mol_model is None else mol_model),
+                             mol if mol_model is None else mol_model)
         inference_s = time.perf_counter() - t0
     except UnsupportedMoleculeError as err:
         return _fallback(mf, mol, f"model {name}: {err}")
+    _log_protocol_differences(mf, model, mol_model)
 
-    dm, nelec_guess = _density_from_fock(mf, mol, fock)
+    if mol_model is None:
+        dm, nelec_guess = _density_from_fock(mf, mol, fock)
+    else:
+        dm, nelec_guess = _projected_density(mf, mol, mol_model, fock)
     if abs(nelec_guess - mol.nelectron) > 1e-6:
         return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
                                   f"electrons, the molecule {mol.nelectron}")
     mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
-                      "nelec": nelec_guess}
+                      "nelec": nelec_guess,
+                      "projected_from": None if mol_model is None else mol_model.basis}
     logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",
                 name, inference_s)
     return dm
+
+
+def _log_protocol_differences(mf, model, mol_model) -> None:
+    """Say in the log where the user's calculation differs from the model's protocol."""
+    if mol_model is not None:
+        logger.info(mf, "qhflow: model basis %s differs from mol.basis; the predicted "
+                    "occupied orbitals are projected into mol.basis", mol_model.basis)
+    model_xc = getattr(model, "xc", None)
+    user_xc = getattr(mf, "xc", "hf")
+    if model_xc is not None and str(model_xc).lower() != str(user_xc).lower():
+        logger.info(mf, "qhflow: the model was trained on %s Fock matrices; this "
+                    "calculation uses %s (the predicted density still seeds it)",
+                    model_xc, user_xc)
 
 
 _ORIGINAL_GET_INIT_GUESS = hf.SCF.get_init_guess

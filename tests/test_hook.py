@@ -177,3 +177,37 @@ def test_bad_prediction_is_refused(water):
     mf.qhflow_model = Broken()
     with pytest.raises(ValueError, match="NaN"):
         mf.get_init_guess(key="qhflow")
+
+
+class Def2svpMinaoFock(MinaoFock):
+    """Stand-in that, like the real model, only works in def2-SVP."""
+
+    basis = "def2-svp"
+    name = "stand-in-def2svp"
+
+    def supports(self, mol):
+        return (mol.basis == "def2-svp", f"basis {mol.basis} is not def2-svp")
+
+
+@pytest.mark.parametrize("cls", [scf.RHF, scf.UHF, scf.ROHF])
+def test_other_basis_gets_a_projected_density(water, cls):
+    mol = water.copy()
+    mol.basis = "cc-pvdz"
+    if cls is not scf.RHF:
+        mol.charge, mol.spin = 1, 1
+    mol.build()
+    mf = cls(mol)
+    mf.qhflow_model = Def2svpMinaoFock()
+    mf.init_guess = "qhflow"
+    mf.conv_tol = 1e-10
+    dm = mf.get_init_guess(key="qhflow")
+    assert mf.qhflow_info["projected_from"] == "def2-svp"
+    nelec = np.einsum("...ij,ji->...", np.asarray(dm), mf.get_ovlp())
+    if cls is scf.RHF:
+        assert abs(nelec - mol.nelectron) < 1e-10
+    else:
+        np.testing.assert_allclose(nelec, mol.nelec, atol=1e-10)
+    e = mf.kernel()
+    ref = cls(mol)
+    ref.conv_tol = 1e-10
+    assert mf.converged and abs(ref.kernel() - e) < 1e-8
