@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scf_guess import _check_supported, _checked_fock, resolve_model
+from .scf_guess import _check_supported, _checked_fock, check_input, resolve_model
 
 __all__ = ["OneShotResult", "orbitals_from_fock", "oneshot"]
 
@@ -54,6 +54,7 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
     if not isinstance(mf, hf.RHF):
         raise TypeError(f"oneshot supports RHF/RKS objects, got {type(mf).__name__}")
     mol = mf.mol
+    check_input(mol)
     model = resolve_model(mf, model)
     _check_supported(model, mol)
     timings = {}

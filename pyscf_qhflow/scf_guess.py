@@ -24,8 +24,9 @@ from pyscf.scf import hf
 
 from . import config
 from .aolayout import UnsupportedMoleculeError
+from .geometry import check_geometry
 
-__all__ = ["QHFlowGuessWarning", "resolve_model", "predict_fock",
+__all__ = ["QHFlowGuessWarning", "resolve_model", "predict_fock", "check_input",
            "init_guess_by_qhflow", "register", "GUESS_KEY"]
 
 GUESS_KEY = "qhflow"
@@ -64,9 +65,17 @@ def predict_fock(mol, model=None) -> np.ndarray:
 
     Raises :class:`UnsupportedMoleculeError` when the model cannot serve ``mol``.
     """
+    check_input(mol)
     model = resolve_model(model=model)
     _check_supported(model, mol)
     return _checked_fock(model.predict_fock(mol), mol)
+
+
+def check_input(mol) -> None:
+    """``ValueError`` for inputs no guess can serve: no atoms, NaN/inf or overlapping atoms."""
+    if mol.natm == 0:
+        raise ValueError("empty molecule: mol has no atoms")
+    check_geometry(mol.atom_coords(unit="Angstrom"))
 
 
 def _check_supported(model, mol) -> None:
@@ -168,6 +177,7 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     config.check()
     if mol is None:
         mol = mf.mol
+    check_input(mol)
     model = resolve_model(mf, model)
     name = _model_name(model)
     # a model trained in another basis predicts in its own basis; the density is projected

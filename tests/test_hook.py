@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pyscf import dft, scf
+from pyscf import dft, gto, scf
 
 import pyscf_qhflow
 from pyscf_qhflow import config
@@ -211,3 +211,34 @@ def test_other_basis_gets_a_projected_density(water, cls):
     ref = cls(mol)
     ref.conv_tol = 1e-10
     assert mf.converged and abs(ref.kernel() - e) < 1e-8
+
+
+def _bad_mol(coords):
+    mol = gto.Mole(atom=[("O", coords[0]), ("H", coords[1]), ("H", coords[2])],
+                   basis="def2-svp", verbose=0)
+    return mol.build()
+
+
+@pytest.mark.parametrize("coords,message", [
+    ([(0, 0, 0), (0, 0.76, -0.47), (0, -0.76, np.nan)], "NaN or infinite"),
+    ([(0, 0, 0), (0, 0.76, -0.47), (0, -0.76, np.inf)], "NaN or infinite"),
+    ([(0, 0, 0), (0, 0.76, -0.47), (0, 0.76, -0.42)], "closer than 0.1 Angstrom"),
+])
+def test_bad_geometry_is_a_value_error(coords, message):
+    try:
+        mol = _bad_mol(coords)
+    except Exception as err:  # PySCF itself may refuse first; that is fine too
+        pytest.skip(f"PySCF refuses this geometry itself: {err}")
+    mf = scf.RHF(mol)
+    mf.qhflow_model = CoreHamiltonian()
+    with pytest.raises(ValueError, match=message):
+        mf.get_init_guess(key="qhflow")
+    with pytest.raises(ValueError, match=message):
+        pyscf_qhflow.predict_fock(mol, model=CoreHamiltonian())
+
+
+def test_empty_molecule_is_a_value_error():
+    mol = gto.Mole(atom=[], basis="def2-svp", verbose=0)
+    mol.build()
+    with pytest.raises(ValueError, match="empty molecule"):
+        pyscf_qhflow.predict_fock(mol, model=CoreHamiltonian())
