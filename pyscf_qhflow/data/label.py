@@ -1,0 +1,381 @@
+"""Labelling molecules with PySCF and writing HDF5 shards (layout: ``FORMAT.md``).
+
+Protocol (the QH9 one, as the shared shards): :func:`pyscf_qhflow.hinit.protocol_ks`
+(restricted ``dft.RKS``, spherical basis, ``grids.level``, no density fitting),
+``conv_tol``, PySCF's default MinAO start; the stored Fock matrix is
+``mf.get_fock(dm=mf.make_rdm1())`` at convergence, ``scf_cycles_minao`` is
+``mf.cycles``.  Neutral closed-shell molecules only, as the format says.
+
+:func:`label_to_shards` is the resumable driver behind ``qhflow label``: the
+molecule list is cut into shards of ``shard_size`` in a fixed order; a shard
+file appears atomically (temporary file + ``os.replace``) only when all its
+molecules are done, so a killed run restarts at the first missing shard.
+Molecules that fail (exception, bad geometry) are listed with the reason in
+the shard attribute ``failures`` (JSON) and left out of the datasets;
+unconverged ones are kept with ``converged = False`` and listed there too.
+"""
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from pyscf import __version__ as pyscf_version
+from pyscf import gto
+from pyscf.lib import logger
+from tqdm.auto import tqdm
+
+from ..geometry import check_geometry
+from ..hinit import protocol_ks
+from .shards import dense_to_tril
+
+__all__ = ["label_molecule", "write_shard", "shard_attrs", "MoleculeSpec",
+           "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY"]
+
+# QM9 indices divisible by this are never labelled (held out, see FORMAT.md)
+HELD_OUT_EVERY = 50
+_QM9_NAME = re.compile(r"dsgdb9nsd_(\d+)")
+
+
+# ---------------------------------------------------------------- one molecule
+
+def _atoms_of(mol_or_atoms) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(Z int64, positions Angstrom, charge, spin) of a Mole, ase.Atoms, .xyz path or (Z, R)."""
+    if isinstance(mol_or_atoms, gto.Mole):
+        mol = mol_or_atoms
+        return (mol.atom_charges().astype(np.int64), mol.atom_coords(unit="Angstrom"),
+                mol.charge, mol.spin)
+    if isinstance(mol_or_atoms, (str, os.PathLike)):
+        from ..scfrun import load_molecule
+        mol = load_molecule(mol_or_atoms, basis="sto-3g")
+        return mol.atom_charges().astype(np.int64), mol.atom_coords(unit="Angstrom"), 0, mol.spin
+    if hasattr(mol_or_atoms, "get_atomic_numbers"):  # ase.Atoms
+        return (np.asarray(mol_or_atoms.get_atomic_numbers(), np.int64),
+                np.asarray(mol_or_atoms.get_positions(), np.float64),
+                int(round(sum(mol_or_atoms.get_initial_charges()))), 0)
+    Z, R = mol_or_atoms
+    return np.asarray(Z, np.int64), np.asarray(R, np.float64), 0, 0
+
+
+def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
+                   grid_level: int = 3, conv_tol: float = 1e-10, max_cycle: int = 100,
+                   verbose: int = 0) -> dict:
+    """Converged KS Fock matrix of one molecule in the labelling protocol.
+
+    ``mol_or_atoms``: a ``gto.Mole`` (its geometry, charge and spin; rebuilt in
+    ``basis``), an ``ase.Atoms``, an .xyz path, or ``(Z, positions_angstrom)``.
+    Returns ``Z`` (natm,) int64, ``R`` (natm, 3) Angstrom, ``fock`` (nao, nao)
+    float64 Hartree PySCF order, ``energy`` Hartree, ``cycles`` (``mf.cycles``),
+    ``converged``.  Raises ``ValueError`` for charged or open-shell molecules
+    (the shard format holds neutral singlets) and bad geometries.
+    """
+    Z, R, charge, spin = _atoms_of(mol_or_atoms)
+    check_geometry(R)
+    if charge != 0 or spin != 0 or (int(Z.sum()) - charge) % 2:
+        raise ValueError(f"only neutral closed-shell molecules are labelled (charge={charge}, "
+                         f"spin={spin}, {int(Z.sum()) - charge} electrons)")
+    mol = gto.M(atom=[(int(z), r) for z, r in zip(Z, R)], basis=basis, unit="Angstrom",
+                verbose=verbose)
+    mf = protocol_ks(mol, xc=xc, grid_level=grid_level)
+    mf.conv_tol = conv_tol
+    mf.max_cycle = max_cycle
+    mf.init_guess = "minao"
+    energy = mf.kernel()
+    fock = np.asarray(mf.get_fock(dm=mf.make_rdm1()))  # [nao, nao]
+    logger.info(mf, "labelled: E = %.10f, %d cycles, converged %s", energy, mf.cycles,
+                mf.converged)
+    return {"Z": Z, "R": R, "fock": 0.5 * (fock + fock.T), "energy": float(energy),
+            "cycles": int(mf.cycles), "converged": bool(mf.converged)}
+
+
+# ---------------------------------------------------------------- shard file
+
+def shard_attrs(xc: str = "b3lyp", basis: str = "def2-svp", grid_level: int = 3,
+                conv_tol: float = 1e-10, source: str = "") -> dict:
+    """The file attributes of a shard (the set the shared shards carry)."""
+    return {
+        "ao_order": "PySCF (spherical; p as px,py,pz)",
+        "basis": basis,
+        "cart": np.False_,
+        "charge": np.int64(0),
+        "conv_tol": np.float64(conv_tol),
+        "fock_layout": ("per molecule: lower triangle of the nao x nao Fock matrix, row-major "
+                        "(numpy.tril_indices order), float32"),
+        "grid_level": np.int64(grid_level),
+        "pyscf_version": pyscf_version,
+        "source": source,
+        "spin": np.int64(0),
+        "units": "positions Angstrom; fock, energy Hartree",
+        "xc": xc,
+    }
+
+
+def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
+                failures: Sequence[dict] = ()) -> Path:
+    """Write ``records`` as one shard in the FORMAT.md layout, atomically.
+
+    Each record: ``Z``, ``R`` (Angstrom), ``fock`` (dense (nao, nao) or its lower
+    triangle), ``energy``, ``cycles``, ``converged``, optional ``qm9_index``
+    (default -1) and ``smiles`` (default '').  ``attrs`` are the file
+    attributes (see :func:`shard_attrs`); ``failures`` (dicts with a ``reason``)
+    go to the JSON attribute ``failures``.  Written to a temporary file in the
+    same directory and renamed, so ``path`` is either absent or complete.
+    """
+    path = Path(path)
+    n = len(records)
+    natoms = np.array([len(r["Z"]) for r in records], np.int32)
+    trils = []
+    for r in records:
+        fock = np.asarray(r["fock"])
+        trils.append(dense_to_tril(fock) if fock.ndim == 2 else fock.ravel())
+    nao = np.array([int(round((np.sqrt(8 * len(t) + 1) - 1) / 2)) for t in trils], np.int32)
+    for t, m in zip(trils, nao):
+        if m * (m + 1) // 2 != len(t):
+            raise ValueError(f"a Fock lower triangle of length {len(t)} is not n(n+1)/2")
+    ntri = nao.astype(np.int64) * (nao + 1) // 2
+    data = {
+        "qm9_index": np.array([int(r.get("qm9_index", -1)) for r in records], np.int64),
+        "smiles": np.array([str(r.get("smiles", "")) for r in records], dtype=object),
+        "natoms": natoms,
+        "atom_offset": np.concatenate([[0], np.cumsum(natoms)[:-1]]).astype(np.int64)[:n],
+        "Z": (np.concatenate([np.asarray(r["Z"]) for r in records]) if n
+              else np.zeros(0)).astype(np.int8),
+        "R": (np.concatenate([np.asarray(r["R"], np.float64) for r in records]) if n
+              else np.zeros((0, 3))).astype(np.float64),
+        "nao": nao,
+        "fock_offset": np.concatenate([[0], np.cumsum(ntri)[:-1]]).astype(np.int64)[:n],
+        "fock": (np.concatenate(trils) if n else np.zeros(0)).astype(np.float32),
+        "energy": np.array([r["energy"] for r in records], np.float64),
+        "scf_cycles_minao": np.array([r["cycles"] for r in records], np.int32),
+        "converged": np.array([bool(r["converged"]) for r in records], bool),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            f.attrs["failures"] = json.dumps(list(failures))
+            for name, values in data.items():
+                if name == "smiles":
+                    f.create_dataset(name, data=values, dtype=h5py.string_dtype("utf-8"))
+                elif name == "fock" and values.size:
+                    f.create_dataset(name, data=values, compression="gzip")
+                else:
+                    f.create_dataset(name, data=values)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ---------------------------------------------------------------- molecule lists
+
+@dataclass(frozen=True)
+class MoleculeSpec:
+    """One molecule to label: a name, its QM9 index (-1 if none), SMILES, and
+    either an .xyz path (``xyz``) or atomic numbers and Angstrom positions."""
+    name: str
+    qm9_index: int = -1
+    smiles: str = ""
+    xyz: str | None = None
+    Z: tuple | None = None
+    R: tuple | None = None
+
+    def atoms(self):
+        if self.xyz is not None:
+            return self.xyz
+        return np.asarray(self.Z, np.int64), np.asarray(self.R, np.float64)
+
+
+def _held_out(qm9_index: int) -> bool:
+    return qm9_index >= 0 and qm9_index % HELD_OUT_EVERY == 0
+
+
+def molecules_from_xyz(inputs: Iterable[str | os.PathLike]) -> list[MoleculeSpec]:
+    """.xyz files and directories of them (sorted) -> specs.
+
+    A file named like ``dsgdb9nsd_000123.xyz`` carries QM9 index 123; held-out
+    QM9 indices (divisible by 50) are dropped here.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("*.xyz"))
+            if not found:
+                raise FileNotFoundError(f"no .xyz files in directory {p}")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"no such .xyz file or directory: {p}")
+    specs = []
+    for p in paths:
+        m = _QM9_NAME.search(p.stem)
+        q = int(m.group(1)) if m else -1
+        if not _held_out(q):
+            specs.append(MoleculeSpec(name=p.stem, qm9_index=q, xyz=str(p)))
+    return specs
+
+
+def _import_qm9pack():
+    try:
+        import qm9pack
+    except ImportError:
+        raise ImportError("QM9 input needs the optional package qm9pack: "
+                          "pip install pyscf-qhflow[data]") from None
+    return qm9pack
+
+
+def molecules_from_qm9(start: int = 1, stop: int | None = None, sample: int | None = None,
+                       seed: int = 0) -> list[MoleculeSpec]:
+    """QM9 geometries from ``qm9pack`` with index in [start, stop), never a multiple of 50.
+
+    ``sample``: a random draw of that many (``numpy.random.default_rng(seed)``),
+    in draw order; else all, in index order.
+    """
+    qm9pack = _import_qm9pack()
+    df = qm9pack.get_data("qm9")  # pandas DataFrame: Index, SMILES, Elements, XYZ_Ang, ...
+    index = df["Index"].to_numpy(np.int64)
+    keep = (index >= start) & ((index < stop) if stop is not None else True)
+    keep &= index % HELD_OUT_EVERY != 0
+    rows = np.flatnonzero(keep)
+    if sample is not None:
+        if sample > len(rows):
+            raise ValueError(f"asked for {sample} QM9 molecules, only {len(rows)} available")
+        rows = np.random.default_rng(seed).choice(rows, size=sample, replace=False)
+    specs = []
+    for r in rows:
+        row = df.iloc[int(r)]
+        symbols = ast.literal_eval(row["Elements"])
+        coords = np.asarray(ast.literal_eval(row["XYZ_Ang"]), np.float64).reshape(-1, 3)
+        Z = tuple(int(gto.charge(s)) for s in symbols)
+        specs.append(MoleculeSpec(name=f"qm9_{int(row['Index'])}", qm9_index=int(row["Index"]),
+                                  smiles=str(row["SMILES"]), Z=Z,
+                                  R=tuple(map(tuple, coords.tolist()))))
+    return specs
+
+
+# ---------------------------------------------------------------- driver
+
+def _label_task(spec: MoleculeSpec, protocol: dict) -> dict:
+    """Label one spec; never raises for a bad molecule (returns ``error`` instead)."""
+    try:
+        out = label_molecule(spec.atoms(), **protocol)
+    except Exception as err:  # recorded in the shard's failures, run goes on
+        return {"name": spec.name, "qm9_index": spec.qm9_index,
+                "error": f"{type(err).__name__}: {err}"[:500]}
+    out.update(name=spec.name, qm9_index=spec.qm9_index, smiles=spec.smiles)
+    return out
+
+
+def _worker_init(threads: int) -> None:
+    from pyscf import lib
+    lib.num_threads(threads)
+
+
+def _manifest(specs, protocol, shard_size, prefix) -> dict:
+    names = hashlib.sha1("\n".join(s.name for s in specs).encode()).hexdigest()
+    return {"protocol": protocol, "shard_size": shard_size, "prefix": prefix,
+            "n_molecules": len(specs), "molecules_sha1": names}
+
+
+def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
+                    xc: str = "b3lyp", basis: str = "def2-svp", grid_level: int = 3,
+                    conv_tol: float = 1e-10, max_cycle: int = 100, shard_size: int = 50,
+                    shard: tuple[int, int] = (0, 1), jobs: int = 1, prefix: str | None = None,
+                    source: str = "", progress: bool = True) -> dict:
+    """Label ``specs`` into shards ``{prefix}_{k:03d}.h5`` of ``out_dir``, resumably.
+
+    Shard k holds ``specs[k*shard_size : (k+1)*shard_size]``.  Shards already
+    present are skipped; ``shard=(i, N)`` handles only shards with
+    ``k % N == i`` (job arrays).  ``manifest.json`` in ``out_dir`` pins the
+    molecule list and protocol; a rerun with a different one is refused.
+    Returns counts: ``shards_written``, ``shards_skipped``, ``labelled``, ``failed``,
+    ``unconverged``.
+    """
+    i_shard, n_shard = shard
+    if not 0 <= i_shard < n_shard:
+        raise ValueError(f"shard must be i/N with 0 <= i < N, got {i_shard}/{n_shard}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if prefix is None:
+        prefix = f"qm9_{_file_token(xc)}_{_file_token(basis)}"
+    protocol = {"xc": xc, "basis": basis, "grid_level": grid_level, "conv_tol": conv_tol,
+                "max_cycle": max_cycle}
+    manifest = _manifest(specs, protocol, shard_size, prefix)
+    mpath = out / "manifest.json"
+    if mpath.exists():
+        old = json.loads(mpath.read_text())
+        if old != manifest:
+            raise ValueError(f"{out} holds a different labelling run ({mpath} differs: "
+                             "molecule list, protocol, shard size or prefix); use another "
+                             "output directory")
+    else:
+        tmp = mpath.with_name(f".manifest.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, mpath)
+
+    n_total = (len(specs) + shard_size - 1) // shard_size
+    mine = [k for k in range(n_total) if k % n_shard == i_shard]
+    pending = [k for k in mine if not (out / f"{prefix}_{k:03d}.h5").exists()]
+    counts = {"shards_written": 0, "shards_skipped": len(mine) - len(pending),
+              "labelled": 0, "failed": 0, "unconverged": 0}
+    todo = [(k, s) for k in pending for s in specs[k * shard_size:(k + 1) * shard_size]]
+    attrs = shard_attrs(xc, basis, grid_level, conv_tol, source)
+    bar = tqdm(total=len(todo), desc="label", unit="mol", disable=not progress)
+    pool = None
+    if jobs > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+            initargs=(max(1, (os.cpu_count() or 1) // jobs),))
+        results = pool.map(_label_task, [s for _, s in todo], [protocol] * len(todo))
+    else:
+        results = (_label_task(s, protocol) for _, s in todo)
+    try:
+        done: dict[int, list] = {}
+        for (k, _), res in zip(todo, results):
+            done.setdefault(k, []).append(res)
+            bar.update(1)
+            if len(done[k]) == len(specs[k * shard_size:(k + 1) * shard_size]):
+                _finish_shard(out / f"{prefix}_{k:03d}.h5", done.pop(k), attrs, counts)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return counts
+
+
+def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict) -> None:
+    records = [r for r in results if "error" not in r]
+    failures = [{"name": r["name"], "qm9_index": r["qm9_index"], "reason": r["error"]}
+                for r in results if "error" in r]
+    failures += [{"name": r["name"], "qm9_index": r["qm9_index"],
+                  "reason": f"SCF not converged in {r['cycles']} cycles (kept, converged=False)"}
+                 for r in records if not r["converged"]]
+    write_shard(path, records, attrs, failures)
+    counts["shards_written"] += 1
+    counts["labelled"] += len(records)
+    counts["failed"] += sum("error" in r for r in results)
+    counts["unconverged"] += sum(not r["converged"] for r in records)
+    for fail in failures:
+        tqdm.write(f"{path.name}: {fail['name']}: {fail['reason']}")
+
+
+def _file_token(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", str(text).lower())
