@@ -26,6 +26,9 @@ from functools import lru_cache
 import numpy as np
 from pyscf import gto
 
+# the Cartesian-axis convention lives with the e3nn-side code (torch only, no pyscf)
+from .nn.so3 import CARTESIAN_TO_E3NN, positions_to_e3nn, rotation_to_e3nn  # noqa: F401
+
 __all__ = [
     "UnsupportedMoleculeError",
     "pyscf_to_e3nn_shell_order",
@@ -50,23 +53,6 @@ def pyscf_to_e3nn_shell_order(l: int) -> np.ndarray:
     if l == 1:
         return np.array([1, 2, 0])  # (px, py, pz) -> (py, pz, px) = m -1, 0, 1
     return np.arange(2 * l + 1)
-
-
-# e3nn's real spherical harmonics take y as the polar axis, PySCF's take z.
-# Relabelling Cartesian axes as e3nn_xyz = pyscf_(y, z, x) makes the two sets
-# of real harmonics coincide for every l (only p needs the [1, 2, 0] order).
-CARTESIAN_TO_E3NN = np.array([1, 2, 0])
-
-
-def positions_to_e3nn(positions):
-    """Cartesian vectors (..., 3) in PySCF's frame -> e3nn's frame (numpy or torch)."""
-    return positions[..., CARTESIAN_TO_E3NN]
-
-
-def rotation_to_e3nn(rotation: np.ndarray) -> np.ndarray:
-    """A 3x3 rotation acting on PySCF-frame vectors, written in e3nn's frame."""
-    p = CARTESIAN_TO_E3NN
-    return rotation[np.ix_(p, p)]
 
 
 def check_supported_mol(mol: gto.Mole) -> None:

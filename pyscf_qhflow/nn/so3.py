@@ -7,17 +7,39 @@ polynomials): for sample directions X, ``Y_l(X R^T) = Y_l(X) D_l(R)^T``, so
 ``D_l(R)^T = pinv(Y_l(X)) Y_l(X R^T)``.  The same formula holds for improper
 rotations (reflections), giving the parity (-1)^l of the AO basis.
 
-All rotations here act on vectors written in e3nn's Cartesian frame (see
-:func:`pyscf_qhflow.aolayout.positions_to_e3nn`).
+All rotations here act on vectors written in e3nn's Cartesian frame (see :func:`positions_to_e3nn`).
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
+
 import torch
 from e3nn import o3
 
-__all__ = ["wigner_D", "irreps_wigner_D"]
+__all__ = ["CARTESIAN_TO_E3NN", "positions_to_e3nn", "rotation_to_e3nn",
+           "wigner_D", "irreps_wigner_D", "parity_irreps_wigner_D", "escn_irreps",
+           "escn_to_e3nn", "e3nn_to_escn", "escn_l_of_row", "escn_wigner_D",
+           "rotation_to_polar_axis"]
+
+
+# e3nn's real spherical harmonics take y as the polar axis, PySCF's take z.
+# Relabelling Cartesian axes as e3nn_xyz = pyscf_(y, z, x) makes the two sets
+# of real harmonics coincide for every l (only p needs the [1, 2, 0] order).
+CARTESIAN_TO_E3NN = np.array([1, 2, 0])
+
+
+def positions_to_e3nn(positions):
+    """Cartesian vectors (..., 3) in PySCF's frame -> e3nn's frame (numpy or torch)."""
+    return positions[..., CARTESIAN_TO_E3NN]
+
+
+def rotation_to_e3nn(rotation: np.ndarray) -> np.ndarray:
+    """A 3x3 rotation acting on PySCF-frame vectors, written in e3nn's frame."""
+    p = CARTESIAN_TO_E3NN
+    return rotation[np.ix_(p, p)]
+
 
 
 @lru_cache(maxsize=None)
@@ -73,3 +95,118 @@ def _batched_block_diag(blocks: list[torch.Tensor]) -> torch.Tensor:
         out[..., off:off + k, off:off + k] = b
         off += k
     return out
+
+
+# --------------------------------------------------------------------------
+# Irreps of any parity, and the eSCN feature layout.
+#
+# eSCN-style features are stored (l, m)-major as ``[..., (L+1)^2, n_class, C]``
+# (row ``l*l + l + m``).  Class 0 holds "natural" irreps of parity (-1)^l
+# (0e, 1o, 2e, ...), class 1 (when present) "pseudo" irreps of parity
+# (-1)^(l+1) (0o, 1e, 2o, ...).  e3nn layers expect, per irrep, ``[mul, 2l+1]``
+# flattened; :func:`escn_to_e3nn` / :func:`e3nn_to_escn` are the one converter
+# between the two, with :func:`escn_irreps` naming the e3nn side.
+# --------------------------------------------------------------------------
+
+def parity_irreps_wigner_D(irreps, rotation: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal D for an ``Irreps`` of any parity; rotation [..., 3, 3] (e3nn frame).
+
+    For an improper ``rotation`` an irrep of parity p gets p * (-1)^l times the
+    AO-like :func:`wigner_D` (which already carries (-1)^l).
+    """
+    irreps = o3.Irreps(irreps)
+    det = torch.linalg.det(rotation)  # [...]
+    improper = det < 0
+    blocks = []
+    for mul, ir in irreps:
+        d = wigner_D(ir.l, rotation)
+        if ir.p != (-1) ** ir.l:
+            sign = torch.where(improper, -1.0, 1.0).to(d)
+            d = d * sign[..., None, None]
+        blocks.extend([d] * mul)
+    return torch.block_diag(*blocks) if rotation.dim() == 2 else _batched_block_diag(blocks)
+
+
+def escn_irreps(lmax: int, channels: int, n_class: int = 2) -> o3.Irreps:
+    """e3nn irreps of eSCN features ``[(lmax+1)^2, n_class, channels]``.
+
+    Per l: ``channels x l(natural)`` then, if ``n_class == 2``,
+    ``channels x l(pseudo)``; e.g. lmax=1, C=4: ``4x0e+4x0o+4x1o+4x1e``.
+    """
+    if n_class not in (1, 2):
+        raise ValueError(f"n_class must be 1 (natural) or 2 (natural, pseudo), got {n_class}")
+    out = []
+    for l in range(lmax + 1):
+        nat = (-1) ** l
+        out.append((channels, (l, nat)))
+        if n_class == 2:
+            out.append((channels, (l, -nat)))
+    return o3.Irreps(out)
+
+
+def escn_to_e3nn(x: torch.Tensor) -> torch.Tensor:
+    """eSCN layout ``[..., (L+1)^2, n_class, C]`` -> e3nn ``[..., dim(escn_irreps)]``."""
+    nrow, n_class, c = x.shape[-3:]
+    lmax = _lmax_of_rows(nrow)
+    batch = x.shape[:-3]
+    parts = []
+    for l in range(lmax + 1):
+        blk = x[..., l * l:(l + 1) * (l + 1), :, :]  # [..., 2l+1, n_class, C]
+        blk = blk.movedim(-3, -1)  # [..., n_class, C, 2l+1]
+        parts.append(blk.reshape(batch + (n_class * c * (2 * l + 1),)))
+    return torch.cat(parts, dim=-1)
+
+
+def e3nn_to_escn(x: torch.Tensor, lmax: int, channels: int, n_class: int = 2) -> torch.Tensor:
+    """Inverse of :func:`escn_to_e3nn`: ``[..., dim]`` -> ``[..., (L+1)^2, n_class, C]``."""
+    dim = n_class * channels * (lmax + 1) ** 2
+    if x.shape[-1] != dim:
+        raise ValueError(f"e3nn features of size {x.shape[-1]} do not match "
+                         f"{escn_irreps(lmax, channels, n_class)} (dim {dim})")
+    batch = x.shape[:-1]
+    parts = []
+    off = 0
+    for l in range(lmax + 1):
+        n = n_class * channels * (2 * l + 1)
+        blk = x[..., off:off + n].reshape(batch + (n_class, channels, 2 * l + 1))
+        parts.append(blk.movedim(-1, -3))  # [..., 2l+1, n_class, C]
+        off += n
+    return torch.cat(parts, dim=-3)
+
+
+def _lmax_of_rows(nrow: int) -> int:
+    lmax = int(round(nrow ** 0.5)) - 1
+    if (lmax + 1) ** 2 != nrow:
+        raise ValueError(f"{nrow} rows is not (lmax+1)^2 for any lmax")
+    return lmax
+
+
+def escn_l_of_row(lmax: int) -> torch.Tensor:
+    """Angular momentum of each eSCN row, shape [(lmax+1)^2] int64."""
+    return torch.cat([torch.full((2 * l + 1,), l, dtype=torch.long) for l in range(lmax + 1)])
+
+
+def escn_wigner_D(lmax: int, rotation: torch.Tensor) -> torch.Tensor:
+    """Block-diagonal D_0..D_lmax for rotations [..., 3, 3] -> [..., (L+1)^2, (L+1)^2].
+
+    Natural-parity convention (a proper rotation acts the same on both classes).
+    """
+    return _batched_block_diag([wigner_D(l, rotation) for l in range(lmax + 1)])
+
+
+def rotation_to_polar_axis(vec: torch.Tensor) -> torch.Tensor:
+    """Proper rotations R [..., 3, 3] with ``R @ vec/|vec| = (0, 1, 0)`` (e3nn's polar axis y).
+
+    The roll about y is arbitrary (SO(2)-equivariant maps do not depend on it);
+    a helper axis is switched away from near-parallel directions.
+    """
+    u = vec / vec.norm(dim=-1, keepdim=True)  # [..., 3]
+    ex = torch.zeros_like(u)
+    ex[..., 0] = 1.0
+    ez = torch.zeros_like(u)
+    ez[..., 2] = 1.0
+    helper = torch.where(u[..., :1].abs() < 0.9, ex, ez)
+    e1 = torch.linalg.cross(u, helper)
+    e1 = e1 / e1.norm(dim=-1, keepdim=True)
+    e3 = torch.linalg.cross(e1, u)
+    return torch.stack([e1, u, e3], dim=-2)
