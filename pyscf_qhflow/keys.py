@@ -38,6 +38,9 @@ key                    shape            dtype    meaning
 ``overlap_onsite``     [N, P, P]        float    S on-site blocks
 ``fock_onsite``        [N, P, P]        float    target F* on-site blocks (training only)
 ``fock_offsite``       [K, P, P]        float    target F* off-site blocks (training only)
+``residual_onsite``    [N, P, P]        float    F* - H_init on-site, subtracted in float64
+                                                 before the cast (training target)
+``residual_offsite``   [K, P, P]        float    F* - H_init off-site, likewise
 ``xt_onsite``          [N, P, P]        float    flow state on-site blocks (residual units)
 ``xt_offsite``         [K, P, P]        float    flow state off-site blocks
 ``t``                  [B]              float    flow time in [0, 1]
@@ -56,6 +59,8 @@ HINIT_OFFSITE = "hinit_offsite"
 OVERLAP_ONSITE = "overlap_onsite"
 FOCK_ONSITE = "fock_onsite"
 FOCK_OFFSITE = "fock_offsite"
+RESIDUAL_ONSITE = "residual_onsite"
+RESIDUAL_OFFSITE = "residual_offsite"
 XT_ONSITE = "xt_onsite"
 XT_OFFSITE = "xt_offsite"
 T = "t"

@@ -1,0 +1,186 @@
+"""Model benchmarks: size, training throughput, inference time and memory per preset.
+
+    python benchmarks/bench_model.py --quick             # seconds: tiny + small, small sizes
+    python benchmarks/bench_model.py                      # all presets, 10..200 atoms
+    python benchmarks/bench_model.py --overfit --data ../shared/data   # small on 20 molecules
+
+Timings are of the *network alone* on synthetic inputs: QM9-sized (or
+10..200-atom) random H/C/N/O geometries with atoms at least ~1 Angstrom
+apart, and random symmetric matrices in place of H_init, S and F* (the
+network's cost does not depend on their values; H_init's own DFT build is
+not timed).  Peak memory is the growth of the process's maximum resident set
+size (``resource.getrusage``) over the measurement, so it is an upper bound
+that includes allocator caching.  ``--overfit`` trains ``small`` on the first
+20 molecules of the shards (real H_init, computed or read from the cache)
+and reports their H MAE in micro-Hartree.  Output: markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyscf_qhflow.aolayout import MolLayout
+from pyscf_qhflow.batching import make_batch
+from pyscf_qhflow.model import PRESETS, QHFlowModel
+from pyscf_qhflow.train.loop import TrainConfig, training_step
+
+QM9_ATOMS = 18  # typical QM9 molecule: C7H10O2-like
+
+
+def synthetic_geometry(natm: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random H/C/N/O atoms on a jittered cubic grid (spacing 1.5 A): (Z, pos Angstrom)."""
+    side = int(np.ceil(natm ** (1 / 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    pos = 1.5 * grid[rng.permutation(len(grid))[:natm]] + 0.15 * rng.standard_normal((natm, 3))
+    z = rng.choice([1, 6, 7, 8], size=natm, p=[0.5, 0.3, 0.1, 0.1])
+    return z.astype(np.int64), pos
+
+
+def synthetic_record(natm: int, layout, rng: np.random.Generator) -> dict:
+    z, pos = synthetic_geometry(natm, rng)
+    nao = MolLayout.from_atomic_numbers(z, layout).nao
+
+    def sym(scale):
+        a = scale * rng.standard_normal((nao, nao))
+        return 0.5 * (a + a.T)
+
+    h = sym(0.1)
+    return {"Z": z, "pos": pos, "hinit": h, "overlap": sym(0.1), "fock": h + sym(0.01)}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+
+
+def bench_preset(name: str, sizes: list[int], train_steps: int, batch_size: int,
+                 infer_repeats: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    model = QHFlowModel.from_config(name, seed=seed)
+    layout = model.basis_layout
+    row = {"preset": name, "params": model.num_parameters(), "num_steps": model.flow.num_steps}
+
+    # training throughput on QM9-sized molecules
+    recs = [synthetic_record(QM9_ATOMS, layout, rng) for _ in range(batch_size)]
+    batch, _ = make_batch(recs, layout, model.cutoff, model.pair_cutoff)
+    cfg = TrainConfig()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    rss0 = peak_rss_mb()
+    times = []
+    for _ in range(train_steps + 1):  # the first step warms up
+        t0 = time.perf_counter()
+        loss, _ = training_step(model, batch, model.flow, layout.irreps_str, cfg, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    row["train_mol_per_s"] = batch_size / float(np.median(times[1:]))
+    row["train_peak_mb"] = peak_rss_mb() - rss0
+
+    # inference per molecule, QM9-sized, batch of one
+    model.eval()
+    one, _ = make_batch(recs[:1], layout, model.cutoff, model.pair_cutoff)
+    with torch.no_grad():
+        model.sample(one)
+        t = []
+        for _ in range(infer_repeats):
+            t0 = time.perf_counter()
+            model.sample(one)
+            t.append(time.perf_counter() - t0)
+    row["infer_ms_qm9"] = 1e3 * float(np.median(t))
+
+    # inference vs molecule size
+    row["by_size"] = {}
+    for natm in sizes:
+        rec = synthetic_record(natm, layout, rng)
+        b, _ = make_batch([rec], layout, model.cutoff, model.pair_cutoff)
+        rss0 = peak_rss_mb()
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            model.sample(b)
+            dt = time.perf_counter() - t0
+        row["by_size"][natm] = (1e3 * dt, peak_rss_mb() - rss0,
+                                int(b["edge_index"].shape[1]), int(b["pair_index"].shape[1]))
+    return row
+
+
+def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small") -> dict:
+    """Train ``preset`` on the first ``n_mol`` shard molecules; H MAE (uHa) on them."""
+    from pyscf_qhflow.data.shards import ShardDataset
+    from pyscf_qhflow.train.loop import fit
+
+    ds = ShardDataset(data, with_hinit=True, with_overlap=True)
+    idx = np.arange(min(n_mol, len(ds)))
+    model = QHFlowModel.from_config(preset)
+    cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-3, warmup_steps=min(100, steps // 10),
+                      val_every=max(1, steps // 10), ema_decay=0.99, progress=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        summary = fit(model, ds, ds, out, cfg, train_indices=idx, val_indices=idx)
+    return {"preset": preset, "molecules": len(idx), "steps": summary["step"],
+            "h_mae_uha": summary["final_val_mae_uha"], "best_uha": summary["best_val_mae_uha"],
+            "wall_s": time.perf_counter() - t0}
+
+
+def print_tables(rows: list[dict], threads: int, sizes: list[int]) -> None:
+    print(f"CPU threads: {threads}; network only, synthetic inputs "
+          f"(random symmetric matrices replace H_init/S/F*)\n")
+    print("| preset | parameters | flow K | train mol/s (QM9-size) | train peak RSS growth MB "
+          "| inference ms/mol (QM9-size) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['preset']} | {r['params']:,} | {r['num_steps']} | "
+              f"{r['train_mol_per_s']:.2f} | {r['train_peak_mb']:.0f} | "
+              f"{r['infer_ms_qm9']:.1f} |")
+    print("\nInference vs molecule size (one molecule: ms; peak RSS growth MB; "
+          "edges/pairs)\n")
+    print("| preset | " + " | ".join(f"{n} atoms" for n in sizes) + " |")
+    print("|---|" + "---:|" * len(sizes))
+    for r in rows:
+        cells = [f"{ms:.0f} ms, {mb:.0f} MB, {e}/{k}" for ms, mb, e, k in
+                 (r["by_size"][n] for n in sizes)]
+        print(f"| {r['preset']} | " + " | ".join(cells) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny + small, small sizes, few steps")
+    p.add_argument("--presets", nargs="+", default=list(PRESETS))
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50, 100, 200])
+    p.add_argument("--train-steps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-timings", action="store_true", help="only the --overfit part")
+    p.add_argument("--overfit", action="store_true", help="train small on 20 shard molecules")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--overfit-steps", type=int, default=3000)
+    p.add_argument("--overfit-molecules", type=int, default=20)
+    p.add_argument("--overfit-preset", default="small")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.presets = [q for q in args.presets if q in ("tiny", "small")]
+        args.sizes, args.train_steps, args.batch_size = [10, 30], 2, 2
+    repeats = 3 if args.quick else 10
+    if not args.skip_timings:
+        rows = [bench_preset(name, args.sizes, args.train_steps, args.batch_size, repeats)
+                for name in args.presets]
+        print_tables(rows, args.threads, args.sizes)
+    if args.overfit:
+        o = overfit(args.data, args.overfit_steps, args.overfit_molecules, args.overfit_preset)
+        print(f"\nOverfit: {o['preset']} on {o['molecules']} shard molecules, {o['steps']} "
+              f"steps, {o['wall_s']:.0f} s: H MAE {o['h_mae_uha']:.1f} uHa on those molecules "
+              f"(best {o['best_uha']:.1f} uHa)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

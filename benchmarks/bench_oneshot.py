@@ -1,0 +1,144 @@
+"""One-shot ML-DFT accuracy: energy and forces at the predicted density vs converged SCF.
+
+The reference is PySCF's energy and analytic gradient at the *converged*
+density of the labelled shard (the stored converged Fock matrix fed through
+the same one-shot path reproduces the SCF energy to 1e-8 Ha and gradient to
+1e-6 Ha/Bohr, see tests/test_oneshot.py), so no SCF is rerun here.
+
+    python benchmarks/bench_oneshot.py --shards ../shared/data --limit 30 \
+        --model weights/default.pt --out benchmarks/out/oneshot
+    python benchmarks/bench_oneshot.py ... --fd   # gradient vs finite differences
+
+Prints markdown tables; rows go to OUT/oneshot.csv (resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+from pyscf import gto
+from pyscf.data import nist
+
+from pyscf_qhflow.checkpoint import load_model
+from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+from pyscf_qhflow.oneshot import oneshot
+from pyscf_qhflow.scfrun import make_scf
+
+HARTREE_MEV = nist.HARTREE2EV * 1e3
+FORCE_UNIT = HARTREE_MEV / nist.BOHR  # Hartree/Bohr -> meV/Angstrom
+FIELDS = ["molecule", "natm", "de_mev", "force_mae_mev_a", "t_inference", "t_energy",
+          "t_gradient"]
+
+
+class FixedFock:
+    """Predictor returning the stored converged Fock matrix (the SCF reference)."""
+
+    name = "converged"
+
+    def __init__(self, fock):
+        self.fock = fock
+
+    def predict_fock(self, mol):
+        return self.fock
+
+
+def _mol(rec, basis="def2-svp"):
+    return gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])], basis=basis,
+                 unit="Angstrom", verbose=0)
+
+
+def run_accuracy(ds, idx, model, out: Path, grid_level: int) -> list[dict]:
+    csv_path = out / "oneshot.csv"
+    done = set()
+    if csv_path.exists():
+        with csv_path.open() as f:
+            done = {r["molecule"] for r in csv.DictReader(f)}
+    new = not csv_path.exists()
+    with csv_path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        for n, i in enumerate(idx):
+            rec = ds[i]
+            name = f"qm9_{int(rec['qm9_index'])}"
+            if name in done:
+                continue
+            mol = _mol(rec)
+            ref = oneshot(make_scf(mol, grid_level=grid_level), model=FixedFock(rec["fock"]))
+            pred = oneshot(make_scf(mol, grid_level=grid_level), model=model)
+            row = {"molecule": name, "natm": mol.natm,
+                   "de_mev": (pred.e_tot - ref.e_tot) * HARTREE_MEV,
+                   "force_mae_mev_a": float(np.abs(pred.grad - ref.grad).mean() * FORCE_UNIT),
+                   **{f"t_{k}": v for k, v in pred.timings.items()}}
+            w.writerow(row)
+            f.flush()
+            print(f"[{n + 1}/{len(idx)}] {name}: dE {row['de_mev']:.1f} meV, "
+                  f"force MAE {row['force_mae_mev_a']:.1f} meV/A", file=sys.stderr)
+    with csv_path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def summarize(rows: list[dict]) -> str:
+    de = [abs(float(r["de_mev"])) for r in rows]
+    fm = [float(r["force_mae_mev_a"]) for r in rows]
+    t = {k: statistics.mean(float(r[f"t_{k}"]) for r in rows)
+         for k in ("inference", "energy", "gradient")}
+    return "\n".join([
+        "| molecules | energy MAE (meV) | energy median abs err (meV) | force MAE (meV/Å) | "
+        "inference (s) | energy (s) | gradient (s) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {len(rows)} | {statistics.mean(de):.1f} | {statistics.median(de):.1f} | "
+        f"{statistics.mean(fm):.1f} | {t['inference']:.2f} | {t['energy']:.2f} | "
+        f"{t['gradient']:.2f} |"])
+
+
+def finite_difference_check(rec, model, grid_level: int, step: float = 1e-3) -> str:
+    """Analytic one-shot gradient vs central differences of the one-shot energy."""
+    mol = _mol(rec)
+    g = oneshot(make_scf(mol, grid_level=grid_level), model=model).grad
+    lines = ["| atom | axis | analytic (Ha/Bohr) | finite diff. (Ha/Bohr) | difference |",
+             "|---|---|---|---|---|"]
+    coords = mol.atom_coords()  # Bohr
+    for atom, axis in [(0, 0), (1, 1), (2, 2)]:
+        e = []
+        for sign in (1, -1):
+            c = coords.copy()
+            c[atom, axis] += sign * step
+            m = mol.set_geom_(c, unit="Bohr", inplace=False)
+            e.append(oneshot(make_scf(m, grid_level=grid_level), forces=False,
+                             model=model).e_tot)
+        fd = (e[0] - e[1]) / (2 * step)
+        lines.append(f"| {atom} | {'xyz'[axis]} | {g[atom, axis]:.6f} | {fd:.6f} | "
+                     f"{g[atom, axis] - fd:.2e} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shards", required=True)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, default=30)
+    p.add_argument("--model", default="default")
+    p.add_argument("--grid-level", type=int, default=3)
+    p.add_argument("--out", default="benchmarks/out/oneshot")
+    p.add_argument("--fd", action="store_true", help="finite-difference check on one molecule")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model)
+    ds = ShardDataset(find_shards(args.shards))
+    idx = list(dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split])
+    idx = idx[:args.limit]
+    if args.fd:
+        print(finite_difference_check(ds[idx[0]], model, args.grid_level))
+        return 0
+    print(summarize(run_accuracy(ds, idx, model, out, args.grid_level)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Weights I/O: one file = config + state_dict + model card (protocol, data, metrics).
+
+A checkpoint is a plain ``torch.save`` of a dict of tensors, strings and
+numbers, loaded with ``torch.load(weights_only=True)`` (no pickled code)::
+
+    {"format": "pyscf-qhflow-checkpoint", "format_version": 1,
+     "config": ModelConfig.to_dict(), "state_dict": {...}, "card": {...}}
+
+The card records the label protocol (xc, basis, elements), the data and split
+used, training steps, metrics, code versions and ``sha256``, a digest of every
+tensor (name, dtype, shape, bytes) that :func:`load_model` checks.  Training
+state (optimizer, scheduler, EMA, step, RNG) lives in a separate file
+(:func:`save_training_state`), so shipped weights carry none of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["CheckpointError", "FORMAT", "DEFAULT_WEIGHTS", "tensor_digest",
+           "save_checkpoint", "read_checkpoint", "load_model", "save_training_state",
+           "load_training_state"]
+
+FORMAT = "pyscf-qhflow-checkpoint"
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, truncated, tampered with or inconsistent."""
+
+
+def tensor_digest(state_dict: dict) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _code_version() -> str:
+    from . import __version__
+    return f"pyscf_qhflow {__version__}, torch {torch.__version__}"
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, model, card: dict | None = None) -> dict:
+    """Write ``model`` (config + state_dict) and its model card to ONE file.
+
+    ``card`` adds/overrides fields (``data``, ``split``, ``steps``, ``metrics``...);
+    values must be str/int/float/bool/None or lists/dicts of those.
+    Returns the card written.
+    """
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    full_card = {
+        "name": model.name, "xc": model.xc, "basis": model.basis,
+        "elements": list(model.elements), "data": None, "split": None, "steps": None,
+        "metrics": {}, "code_version": _code_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "num_parameters": int(sum(v.numel() for v in model.parameters())),
+        "dtype": str(model.dtype).replace("torch.", ""),
+    }
+    full_card.update(card or {})
+    full_card["sha256"] = tensor_digest(state)
+    _atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION,
+                  "config": model.config.to_dict(), "state_dict": state, "card": full_card},
+                 Path(path))
+    return full_card
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and verify a checkpoint file; :class:`CheckpointError` names the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
+        raise CheckpointError(f"{path}: not a readable qhflow checkpoint (corrupt or "
+                              f"truncated?): {type(err).__name__}: {err}") from err
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a qhflow checkpoint (no format={FORMAT!r})")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version "
+                              f"{obj.get('format_version')} is not {FORMAT_VERSION}")
+    for key in ("config", "state_dict", "card"):
+        if not isinstance(obj.get(key), dict):
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} section")
+    expected = obj["card"].get("sha256")
+    digest = tensor_digest(obj["state_dict"])
+    if digest != expected:
+        raise CheckpointError(f"{path}: sha256 of the weights is {digest}, the card says "
+                              f"{expected}: the file is corrupt or was modified")
+    return obj
+
+
+def load_model(name_or_path: str | Path = "default", device: str | torch.device | None = None):
+    """A :class:`~pyscf_qhflow.model.QHFlowModel` from a checkpoint, in eval mode.
+
+    ``'default'`` is ``pyscf_qhflow/weights/default.pt`` of the installed
+    package; anything else is a path.  ``device=None`` picks CUDA when available.
+    The model card is at ``model.card``.
+    """
+    from .model import ModelConfig, QHFlowModel
+
+    if str(name_or_path) == "default":
+        path = DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no trained weights are installed ({path} does not exist); train a model "
+                "with `qhflow train` and pass its checkpoint path (e.g. RUN_DIR/best.pt), "
+                "or install a release that ships weights")
+    else:
+        path = Path(name_or_path)
+    obj = read_checkpoint(path)
+    try:
+        config = ModelConfig.from_dict(obj["config"])
+        model = QHFlowModel(config)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: invalid model config in checkpoint: {err}") from err
+    state = obj["state_dict"]
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model.to(dtypes.pop())
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the config's network: {err}") from err
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    model.card = dict(obj["card"])
+    return model
+
+
+def save_training_state(path: str | Path, state: dict) -> None:
+    """Write the resumable training state (optimizer, scheduler, EMA, step, RNG)."""
+    _atomic_save({"format": FORMAT + "-training-state", **state}, Path(path))
+
+
+def load_training_state(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training state at {path} (nothing to resume)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: unreadable training state: "
+                              f"{type(err).__name__}: {err}") from err
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT + "-training-state":
+        raise CheckpointError(f"{path}: not a qhflow training-state file")
+    return obj

@@ -1,0 +1,245 @@
+"""The QHFlow predictor: network + flow options + label protocol.
+
+A :class:`QHFlowModel` is what :mod:`pyscf_qhflow.scf_guess` calls a
+*predictor*: ``predict_fock(mol) -> (nao, nao)`` float64, PySCF AO order,
+Hartree; ``supports(mol) -> (bool, reason)``; ``name``, ``xc``, ``basis``.
+The pipeline itself lives in :func:`pyscf_qhflow.predict.predict_fock`.
+
+Presets are JSON files in ``pyscf_qhflow/configs/`` (``tiny``, ``small``,
+``medium``)::
+
+    {"name": ..., "net": {NetConfig fields}, "flow": {FlowConfig fields},
+     "protocol": {"xc": "b3lyp", "basis": "def2-svp", "elements": [1, 6, 7, 8, 9]}}
+
+Unknown keys anywhere are an error (:class:`ModelConfig`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from pyscf import gto
+
+from . import keys
+from .aolayout import BasisLayout, MolLayout, UnsupportedMoleculeError
+from .flow import FlowConfig, euler_sample, sample_prior
+
+__all__ = ["CONFIG_DIR", "PRESETS", "Protocol", "ModelConfig", "QHFlowModel"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PRESETS = ("tiny", "small", "medium")
+
+
+def _reject_unknown(cls, d: dict, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the training labels were made: functional, basis, elements (atomic numbers)."""
+
+    xc: str = "b3lyp"
+    basis: str = "def2-svp"
+    elements: tuple[int, ...] = (1, 6, 7, 8, 9)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Protocol":
+        _reject_unknown(cls, d, "the model config's 'protocol'")
+        d = dict(d)
+        if "elements" in d:
+            d["elements"] = tuple(int(gto.charge(e)) if isinstance(e, str) else int(e)
+                                  for e in d["elements"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model: its name, network options (``NetConfig`` fields), flow and protocol."""
+
+    name: str
+    net: dict = field(default_factory=dict)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    protocol: Protocol = field(default_factory=Protocol)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        _reject_unknown(cls, d, "the model config")
+        if "name" not in d:
+            raise ValueError("the model config needs a 'name'")
+        return cls(name=str(d["name"]), net=dict(d.get("net", {})),
+                   flow=FlowConfig.from_dict(d.get("flow", {})),
+                   protocol=Protocol.from_dict(d.get("protocol", {})))
+
+    @classmethod
+    def preset(cls, name: str) -> "ModelConfig":
+        path = CONFIG_DIR / f"{name}.json"
+        if not path.is_file():
+            raise ValueError(f"no model preset {name!r}; presets: {list(PRESETS)}")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "net": dict(self.net), "flow": self.flow.to_dict(),
+                "protocol": {**asdict(self.protocol),
+                             "elements": list(self.protocol.elements)}}
+
+
+def _build_net(net_options: dict, protocol: Protocol, layout: BasisLayout):
+    from .nn.net import NetConfig, QHFlowNet
+
+    opts = dict(net_options)
+    opts.setdefault("irreps_block", layout.irreps_str)
+    opts.setdefault("elements", list(protocol.elements))
+    cfg = NetConfig.from_dict(opts)
+    if str(cfg.irreps_block) != layout.irreps_str:
+        raise ValueError(f"net irreps_block {cfg.irreps_block!r} does not match basis "
+                         f"{protocol.basis!r} for elements {protocol.elements}: "
+                         f"{layout.irreps_str!r}")
+    if tuple(sorted(cfg.elements)) != tuple(sorted(protocol.elements)):
+        raise ValueError(f"net elements {tuple(cfg.elements)} differ from the protocol's "
+                         f"{protocol.elements}")
+    return QHFlowNet(cfg), cfg
+
+
+class QHFlowModel(torch.nn.Module):
+    """Network + flow options + protocol; a predictor for the ``'qhflow'`` guess.
+
+    ``net`` may be given explicitly (any module with ``forward(batch) ->
+    (onsite, offsite)``) together with its ``cutoff``/``pair_cutoff``; by
+    default it is built from ``config.net`` with :class:`~pyscf_qhflow.nn.net.QHFlowNet`.
+    """
+
+    def __init__(self, config: ModelConfig, net: torch.nn.Module | None = None,
+                 cutoff: float | None = None, pair_cutoff: float | None = None):
+        super().__init__()
+        self.config = config
+        self.basis_layout = BasisLayout.from_basis(config.protocol.basis,
+                                                   config.protocol.elements)
+        if net is None:
+            net, net_cfg = _build_net(config.net, config.protocol, self.basis_layout)
+            cutoff, pair_cutoff = net_cfg.cutoff, net_cfg.pair_cutoff
+        if cutoff is None or pair_cutoff is None:
+            raise ValueError("an explicit net needs cutoff and pair_cutoff (Angstrom)")
+        self.net = net
+        self.cutoff = float(cutoff)  # Angstrom, backbone graph
+        self.pair_cutoff = float(pair_cutoff)  # Angstrom, off-site blocks
+        self.last_timings: dict = {}
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, name_or_dict: str | dict | ModelConfig, seed: int = 0
+                    ) -> "QHFlowModel":
+        """A freshly initialised model from a preset name, a dict or a ModelConfig.
+
+        ``seed`` fixes the initial weights without touching the global RNG.
+        """
+        if isinstance(name_or_dict, ModelConfig):
+            config = name_or_dict
+        elif isinstance(name_or_dict, str):
+            config = ModelConfig.preset(name_or_dict)
+        else:
+            config = ModelConfig.from_dict(name_or_dict)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(config)
+
+    # ------------------------------------------------------------ protocol
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def xc(self) -> str:
+        return self.config.protocol.xc
+
+    @property
+    def basis(self) -> str:
+        return self.config.protocol.basis
+
+    @property
+    def elements(self) -> tuple[int, ...]:
+        return self.config.protocol.elements
+
+    @property
+    def flow(self) -> FlowConfig:
+        return self.config.flow
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------ network
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted flow endpoint (residual F* - H_init blocks, Hartree)."""
+        return self.net(batch)
+
+    def sample(self, batch: dict, num_steps: int | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual blocks from the flow sampler (``num_steps`` defaults to the config's K)."""
+        k = self.flow.num_steps if num_steps is None else int(num_steps)
+        on0 = torch.zeros_like(batch[keys.HINIT_ONSITE])  # [N, P, P]
+        off0 = torch.zeros_like(batch[keys.HINIT_OFFSITE])  # [K, P, P]
+        if k > 0 and self.flow.inference_start == "prior":
+            on0, off0 = sample_prior(batch[keys.SLOT_MASK], batch[keys.PAIR_INDEX],
+                                     self.basis_layout.irreps_str, self.flow.prior_scale,
+                                     generator, on0.dtype)
+
+        def endpoint(x, t):
+            return self.net({**batch, keys.XT_ONSITE: x[0], keys.XT_OFFSITE: x[1],
+                             keys.T: t})
+
+        return euler_sample(endpoint, (on0, off0), int(batch[keys.T].shape[0]), k)
+
+    # ------------------------------------------------------------ predictor
+    def supports(self, mol: gto.Mole) -> tuple[bool, str]:
+        """Can this model serve ``mol``?  ``(True, note)`` or ``(False, reason)``.
+
+        Checks elements, the basis (same shells per atom as the model's layout
+        and the same basis functions as ``self.basis``), Cartesian basis, ECP
+        and ghost atoms.  Charged or open-shell molecules are served (the
+        prediction is a spatial Fock matrix of a closed-shell-trained model) with a note.
+        """
+        try:
+            MolLayout.from_mol(mol, self.basis_layout)
+        except UnsupportedMoleculeError as err:
+            return False, str(err)
+        ref = mol.copy()
+        ref.basis = self.basis
+        ref.build(False, False)
+        if ref._basis != mol._basis:
+            return False, (f"mol.basis differs from the model's basis {self.basis!r} "
+                           "(same shells, different functions)")
+        if mol.charge != 0 or mol.spin != 0:
+            return True, (f"note: trained on neutral closed-shell molecules; this one has "
+                          f"charge {mol.charge}, 2S = {mol.spin}")
+        return True, ""
+
+    def predict_fock(self, mol: gto.Mole, num_steps: int | None = None) -> np.ndarray:
+        """Predicted Fock matrix (nao, nao), PySCF AO order, Hartree, float64."""
+        from .predict import predict_fock
+        self.last_timings = {}
+        return predict_fock(mol, self, num_steps=num_steps, timings=self.last_timings)
+
+    def predict_fock_batch(self, mols: list[gto.Mole], num_steps: int | None = None
+                           ) -> list[np.ndarray]:
+        """:meth:`predict_fock` for several molecules in one network batch."""
+        from .predict import predict_fock_batch
+        self.last_timings = {}
+        return predict_fock_batch(mols, self, num_steps=num_steps, timings=self.last_timings)
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, xc={self.xc!r}, basis={self.basis!r}, "
+                f"irreps_block={self.basis_layout.irreps_str!r}, cutoff={self.cutoff}, "
+                f"pair_cutoff={self.pair_cutoff}, flow={self.flow}")

@@ -1,0 +1,95 @@
+"""The prediction pipeline: molecule -> predicted Kohn-Sham Fock matrix.
+
+:func:`predict_fock_batch` (and :func:`predict_fock` for one molecule) runs
+
+1. check the geometry (:func:`pyscf_qhflow.scf_guess.check_input`) and that
+   the model serves the molecule (``model.supports``);
+2. AO layout: :class:`~pyscf_qhflow.aolayout.MolLayout` in the model's basis layout;
+3. H_init = MinAO-density Fock matrix in the model's functional
+   (:func:`pyscf_qhflow.hinit.minao_fock`) and the overlap S;
+4. batch: records -> padded e3nn-order blocks (:func:`pyscf_qhflow.batching.make_batch`),
+   in the model's dtype and device;
+5. flow sampling under ``torch.no_grad`` (K Euler steps, see :mod:`pyscf_qhflow.flow`)
+   -> residual blocks F* - H_init;
+6. blocks -> dense residual in PySCF order (:func:`~pyscf_qhflow.batching.unbatch_fock`);
+7. F = H_init + residual, symmetrised, float64 (Hartree).
+
+Timings (seconds per step) go into the ``timings`` dict when one is given.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pyscf import gto
+from pyscf.lib import logger
+
+from . import hinit
+from .aolayout import MolLayout, UnsupportedMoleculeError
+from .batching import make_batch, unbatch_fock
+from .scf_guess import check_input
+
+__all__ = ["hinit_and_overlap", "predict_fock", "predict_fock_batch"]
+
+
+def hinit_and_overlap(mol: gto.Mole, xc: str) -> tuple[np.ndarray, np.ndarray]:
+    """H_init (MinAO-density Fock, Hartree) and S, both (nao, nao) PySCF order."""
+    return hinit.minao_fock(mol, xc=xc), hinit.overlap(mol)
+
+
+def predict_fock(mol: gto.Mole, model, num_steps: int | None = None,
+                 timings: dict | None = None) -> np.ndarray:
+    """Predicted Fock matrix of ``mol`` (nao, nao), PySCF AO order, Hartree, float64."""
+    return predict_fock_batch([mol], model, num_steps=num_steps, timings=timings)[0]
+
+
+def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None,
+                       timings: dict | None = None) -> list[np.ndarray]:
+    """Predicted Fock matrices of several molecules, run as one network batch."""
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    # 1. geometry and support
+    for mol in mols:
+        check_input(mol)
+        ok, reason = model.supports(mol)
+        if not ok:
+            raise UnsupportedMoleculeError(f"model {model.name}: {reason}")
+    # 2. AO layout (raises for shells the model's layout cannot hold)
+    layouts = [MolLayout.from_mol(mol, model.basis_layout) for mol in mols]
+    lap("layout")
+    # 3. H_init and S
+    hs = [hinit_and_overlap(mol, model.xc) for mol in mols]
+    lap("hinit")
+    # 4. batch of padded blocks
+    records = [{"Z": lay.atomic_numbers, "pos": mol.atom_coords(unit="Angstrom"),
+                "hinit": h, "overlap": s} for mol, lay, (h, s) in zip(mols, layouts, hs)]
+    batch, info = make_batch(records, model.basis_layout, model.cutoff, model.pair_cutoff,
+                             dtype=model.dtype, device=model.device)
+    lap("batch")
+    # 5. flow sampling -> residual blocks
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            res_on, res_off = model.sample(batch, num_steps=num_steps)  # [N,P,P], [K,P,P]
+    finally:
+        model.train(was_training)
+    lap("network")
+    # 6.-7. dense residual in PySCF order, F = H_init + residual
+    residuals = unbatch_fock(res_on, res_off, info)
+    focks = []
+    for (h, _), r in zip(hs, residuals):
+        f = h + r
+        focks.append(np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64))
+    lap("assemble")
+    logger.debug(mols[0], "qhflow predict (%d molecules, model %s): %s", len(mols),
+                 model.name, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
+    return focks

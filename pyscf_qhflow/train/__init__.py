@@ -1,0 +1,1 @@
+"""Training: losses (:mod:`.loss`) and the training loop (:mod:`.loop`)."""

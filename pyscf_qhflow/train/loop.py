@@ -1,0 +1,495 @@
+"""The training loop: flow matching on residual blocks, AdamW, EMA, validation, resume.
+
+:func:`fit` trains a :class:`~pyscf_qhflow.model.QHFlowModel` on any indexable
+set of records (:mod:`pyscf_qhflow.keys`; e.g.
+:class:`~pyscf_qhflow.data.shards.ShardDataset` with ``with_hinit=True,
+with_overlap=True``).  Each record is cut into blocks once and kept in memory
+(:class:`BlockCache`).  One step:
+
+1. the batch's target residual ``H_1 = F* - H_init`` (blocks),
+2. ``H_0`` from the prior, ``t`` per molecule, ``H_t`` (:mod:`pyscf_qhflow.flow`),
+3. the network predicts ``H_1`` from ``H_t``; loss :mod:`pyscf_qhflow.train.loss`,
+4. AdamW step (gradient clipping; linear warm-up then cosine decay), EMA update.
+
+Every ``val_every`` steps the EMA weights are scored on the validation set
+with the flow sampler at K = ``flow.num_steps`` (H MAE in micro-Hartree);
+the best are written with :func:`~pyscf_qhflow.checkpoint.save_checkpoint`
+to ``out_dir/best.pt``.  ``out_dir/state.pt`` (model, EMA, optimizer,
+scheduler, step) is written every ``ckpt_minutes`` and at the end;
+``resume=True`` continues from it exactly on every rank: all randomness is a
+function of the step (epoch permutations seeded by ``seed + epoch``; the
+flow's prior and time draws by ``(seed, step, rank)``), so the RNG state is
+the step itself.  ``out_dir/log.csv``
+logs step, time, lr, train loss, val MAE.
+
+Distributed: with ``WORLD_SIZE > 1`` (set by ``torchrun``) the process group
+is initialised from the environment, each rank takes its share of every
+epoch's permutation (``DistributedSampler``) and the model is wrapped in
+``DistributedDataParallel``; only rank 0 validates and writes files.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import keys
+from ..batching import MolBlocks, block_masks, collate, prepare_record
+from ..blocks import assemble_blocks
+from ..checkpoint import (load_training_state, save_checkpoint, save_training_state)
+from ..flow import interpolate, sample_prior, sample_time
+from .loss import hamiltonian_loss, lowdin_orthogonalizer, occupied_eigenvalue_loss
+
+__all__ = ["TrainConfig", "BlockCache", "EMA", "lr_factor", "training_step", "evaluate",
+           "choose_num_steps", "fit", "LOG_FIELDS"]
+
+LOG_FIELDS = ["step", "time_s", "lr", "train_loss", "train_mae_uha", "val_mae_uha"]
+HARTREE_TO_UHA = 1e6
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options (unknown keys rejected by :meth:`from_dict`)."""
+
+    steps: int = 100_000
+    batch_size: int = 8
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.01  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 10.0  # max gradient norm
+    ema_decay: float = 0.999
+    mae_weight: float = 1.0
+    mse_weight: float = 1.0
+    eig_weight: float = 0.0  # occupied-eigenvalue MAE term (Hartree); 0 = off
+    val_every: int = 1000
+    val_batch_size: int = 8
+    val_max_molecules: int | None = None
+    log_every: int = 10
+    ckpt_minutes: float = 30.0
+    max_minutes: float | None = None
+    float64: bool = False
+    seed: int = 0
+    num_threads: int | None = 2  # torch CPU threads (None: leave torch's default)
+    progress: bool = True
+    choose_num_steps: tuple[int, ...] = ()  # candidate K: pick the best on validation at the end
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "choose_num_steps" in d:
+            d["choose_num_steps"] = tuple(int(k) for k in d["choose_num_steps"])
+        return cls(**d)
+
+
+class BlockCache:
+    """Records of ``dataset`` at ``indices`` cut into blocks once and kept in memory.
+
+    With ``dense=True`` it also keeps what the eigenvalue loss needs:
+    dense H_init and F* (PySCF order), S^(-1/2) and the occupied count.
+
+    Memory: blocks are float64, about 2 x (natm + npair) x P^2 x 8 bytes per
+    molecule (~1 MB for an 18-atom QM9 molecule with every pair listed).
+    """
+
+    def __init__(self, dataset, indices, basis_layout, cutoff: float, pair_cutoff: float,
+                 dense: bool = False):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.basis_layout, self.cutoff, self.pair_cutoff = basis_layout, cutoff, pair_cutoff
+        self.dense = dense
+        self._blocks: dict[int, MolBlocks] = {}
+        self._dense: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> MolBlocks:
+        if i not in self._blocks:
+            rec = self.dataset[int(self.indices[i])]
+            if "fock" not in rec:
+                raise KeyError("training records need a 'fock' (the target Fock matrix)")
+            self._blocks[i] = prepare_record(rec, self.basis_layout, self.cutoff,
+                                             self.pair_cutoff)
+            if self.dense:
+                self._dense[i] = {"hinit": rec["hinit"], "fock": rec["fock"],
+                                  "x": lowdin_orthogonalizer(rec["overlap"]),
+                                  "nocc": int(np.sum(rec[keys.Z])) // 2}
+        return self._blocks[i]
+
+    def dense_data(self, i: int) -> dict:
+        self[i]
+        return self._dense[i]
+
+
+class EMA:
+    """Exponential moving average of a model's weights (a full copy in ``.module``).
+
+    Effective decay ``min(decay, (1 + n) / (10 + n))`` after n updates, so
+    early averages are not dominated by the random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = float(decay)
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        ema_p = list(self.module.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - d)
+        for b_ema, b in zip(self.module.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.num_updates = int(state["num_updates"])
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _targets(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual blocks H_1 = F* - H_init: (onsite [N, P, P], offsite [K, P, P])."""
+    return batch[keys.RESIDUAL_ONSITE], batch[keys.RESIDUAL_OFFSITE]
+
+
+def training_step(model, batch: dict, flow_cfg, irreps_block: str, cfg: TrainConfig,
+                  generator: torch.Generator | None = None, dense: list[dict] | None = None,
+                  info=None) -> tuple[torch.Tensor, dict]:
+    """Loss of one batch under flow matching (no optimizer step).
+
+    ``model`` is called as ``model(batch) -> (onsite, offsite)``.  ``dense``/``info``
+    (per-molecule dense data and :class:`~pyscf_qhflow.batching.BatchInfo`)
+    are needed only when ``cfg.eig_weight > 0``.
+    """
+    x1 = _targets(batch)
+    mask, pairs = batch[keys.SLOT_MASK], batch[keys.PAIR_INDEX]
+    nmol = int(batch[keys.T].shape[0])
+    dtype = x1[0].dtype
+    t = sample_time(nmol, flow_cfg, generator, dtype).to(x1[0].device)  # [B]
+    if flow_cfg.objective == "regression":
+        xt = (torch.zeros_like(x1[0]), torch.zeros_like(x1[1]))
+    else:
+        x0 = sample_prior(mask.cpu(), pairs.cpu(), irreps_block, flow_cfg.prior_scale,
+                          generator, dtype)
+        x0 = (x0[0].to(x1[0].device), x0[1].to(x1[0].device))
+        xt = interpolate(x0, x1, t, batch[keys.BATCH], pairs)
+    pred = model({**batch, keys.XT_ONSITE: xt[0], keys.XT_OFFSITE: xt[1], keys.T: t})
+    loss, metrics = hamiltonian_loss(pred, x1, mask, pairs, cfg.mae_weight, cfg.mse_weight)
+    if cfg.eig_weight > 0:
+        if dense is None or info is None:
+            raise ValueError("eig_weight > 0 needs the dense data of the batch")
+        f_pred, f_ref, xs, nocc = [], [], [], []
+        for d, lay, p, sa, sp in zip(dense, info.layouts, info.pairs, info.atom_slices,
+                                     info.pair_slices):
+            r = assemble_blocks(pred[0][sa], pred[1][sp], lay, p)  # [nao, nao]
+            f_pred.append(torch.as_tensor(d["hinit"], dtype=dtype, device=r.device) + r)
+            f_ref.append(torch.as_tensor(d["fock"], dtype=dtype, device=r.device))
+            xs.append(torch.as_tensor(d["x"], dtype=dtype, device=r.device))
+            nocc.append(d["nocc"])
+        eig = occupied_eigenvalue_loss(f_pred, f_ref, xs, nocc)
+        loss = loss + cfg.eig_weight * eig
+        metrics["eig_mae"] = float(eig.detach())
+    metrics["loss"] = float(loss.detach())
+    return loss, metrics
+
+
+@torch.no_grad()
+def evaluate(model, cache: BlockCache, batch_size: int = 8, num_steps: int | None = None,
+             max_molecules: int | None = None) -> float:
+    """H MAE (micro-Hartree) of the flow sampler over the real block entries of ``cache``."""
+    n = len(cache) if max_molecules is None else min(len(cache), max_molecules)
+    if n == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, n, batch_size):
+            batch, _ = collate([cache[i] for i in range(start, min(n, start + batch_size))],
+                               model.dtype, model.device)
+            pred = model.sample(batch, num_steps=num_steps)
+            m_on, m_off = block_masks(batch[keys.SLOT_MASK], batch[keys.PAIR_INDEX])
+            x1 = _targets(batch)
+            total += float((pred[0] - x1[0])[m_on].abs().sum() +
+                           (pred[1] - x1[1])[m_off].abs().sum())
+            count += int(m_on.sum() + m_off.sum())
+    finally:
+        model.train(was_training)
+    return total / count * HARTREE_TO_UHA
+
+
+def choose_num_steps(model, cache: BlockCache, candidates, batch_size: int = 8,
+                     max_molecules: int | None = None) -> tuple[int, dict[int, float]]:
+    """The number of Euler steps K with the lowest validation H MAE.
+
+    Returns ``(best K, {K: MAE in micro-Hartree})``; ties go to the smaller K.
+    """
+    scores = {int(k): evaluate(model, cache, batch_size, int(k), max_molecules)
+              for k in sorted(set(candidates))}
+    best = min(scores, key=lambda k: (scores[k], k))
+    return best, scores
+
+
+# ---------------------------------------------------------------------- distributed
+
+def _dist_env() -> tuple[bool, int, int]:
+    """(distributed, rank, world size) from torchrun's environment variables."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False, 0, 1
+    return True, int(os.environ.get("RANK", "0")), world
+
+
+def _init_distributed() -> torch.device:
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return torch.device("cuda", local)
+    dist.init_process_group("gloo")
+    return torch.device("cpu")
+
+
+def _epoch_order(n: int, epoch: int, seed: int, distributed: bool, rank: int,
+                 world: int) -> np.ndarray:
+    """This rank's permutation of ``range(n)`` for ``epoch`` (a function of seed and epoch)."""
+    if distributed:
+        from torch.utils.data import DistributedSampler
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                     seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        return np.fromiter(iter(sampler), dtype=np.int64)
+    gen = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(n, generator=gen).numpy()
+
+
+def _stop_everywhere(stop: bool, distributed: bool, device) -> bool:
+    """Rank 0's decision to stop, shared with every rank."""
+    if not distributed:
+        return stop
+    import torch.distributed as dist
+    flag = torch.tensor([1.0 if stop else 0.0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item() > 0)
+
+
+# ---------------------------------------------------------------------- loop
+
+def _choose_k_for_best(best_path: Path, template, val_cache: BlockCache,
+                       cfg: TrainConfig) -> None:
+    """Re-score ``best.pt`` for every candidate K and rewrite it with the best K."""
+    from dataclasses import replace
+
+    from ..checkpoint import read_checkpoint
+    obj = read_checkpoint(best_path)
+    best = copy.deepcopy(template)
+    best.load_state_dict(obj["state_dict"])
+    k, scores = choose_num_steps(best, val_cache, cfg.choose_num_steps, cfg.val_batch_size,
+                                 cfg.val_max_molecules)
+    best.config = replace(best.config, flow=replace(best.config.flow, num_steps=k))
+    card = dict(obj["card"])
+    card["metrics"] = {**card.get("metrics", {}), "val_h_mae_uha": scores[k],
+                       "flow_num_steps": k,
+                       "val_h_mae_uha_by_num_steps": {str(j): v for j, v in scores.items()}}
+    save_checkpoint(best_path, best, card)
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
+        resume: bool = False, card: dict | None = None,
+        train_indices=None, val_indices=None, stop_at: int | None = None) -> dict:
+    """Train ``model`` in place; returns a summary (steps, best val MAE, loss history).
+
+    ``train_set``/``val_set``: indexable record collections (``val_set`` may be
+    None); ``train_indices``/``val_indices`` select from them (default: all).
+    ``card``: extra model-card fields for ``best.pt`` (data, split...).
+    ``stop_at``: stop after this step as if time ran out (state saved; the
+    schedule still follows ``cfg.steps``), for runs in chunks.
+    """
+    distributed, rank, world = _dist_env()
+    device = _init_distributed() if distributed else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    is_main = rank == 0
+    out = Path(out_dir)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float64 if cfg.float64 else torch.float32
+    model.to(device=device, dtype=dtype).train()
+    flow_cfg = model.flow
+
+    def cache_of(ds, idx):
+        idx = np.arange(len(ds)) if idx is None else idx
+        return BlockCache(ds, idx, model.basis_layout, model.cutoff, model.pair_cutoff,
+                          dense=cfg.eig_weight > 0)
+
+    train_cache = cache_of(train_set, train_indices)
+    val_cache = cache_of(val_set, val_indices) if val_set is not None else None
+    if len(train_cache) == 0:
+        raise ValueError("the training set is empty")
+
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    gen = torch.Generator()  # flow noise and times, re-seeded from (seed, step, rank) each step
+    step, best, elapsed_before = 0, float("inf"), 0.0
+    state_path, best_path, log_path = out / "state.pt", out / "best.pt", out / "log.csv"
+    if resume:
+        state = load_training_state(state_path)
+        if state["model_config"] != model.config.to_dict():
+            raise ValueError(f"{state_path}: saved for model config {state['model_config']}, "
+                             f"not {model.config.to_dict()}")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, best = int(state["step"]), float(state["best_val_mae_uha"])
+        elapsed_before = float(state["elapsed_s"])
+
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                      else None)
+
+    n_train = len(train_cache)
+    per_rank = n_train // world if distributed else n_train
+    bs = max(1, min(cfg.batch_size, per_rank))
+    steps_per_epoch = max(1, per_rank // bs)
+    order_epoch, order = -1, None
+
+    def save_state():
+        save_training_state(state_path, {
+            "model_config": model.config.to_dict(), "train_config": asdict(cfg),
+            "model": model.state_dict(), "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "step": step, "best_val_mae_uha": best,
+            "elapsed_s": elapsed_before + time.perf_counter() - t_start})
+
+    def validate_and_keep_best() -> float:
+        nonlocal best
+        if val_cache is None or len(val_cache) == 0:
+            return float("nan")
+        mae = evaluate(ema.module, val_cache, cfg.val_batch_size,
+                       max_molecules=cfg.val_max_molecules)
+        if mae < best:
+            best = mae
+            save_checkpoint(best_path, ema.module, _card(mae))
+        return mae
+
+    def _card(mae):
+        return {**(card or {}), "steps": step,
+                "metrics": {"val_h_mae_uha": mae, "flow_num_steps": flow_cfg.num_steps,
+                            "val_molecules": 0 if val_cache is None else len(val_cache)},
+                "train_config": {k: v for k, v in asdict(cfg).items()}}
+
+    t_start = time.perf_counter()
+    last_ckpt = t_start
+    history: list[tuple[int, float]] = []
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step",
+               disable=not (is_main and cfg.progress))
+    running, n_running = 0.0, 0
+    stopped_early = False
+    while step < cfg.steps:
+        epoch, pos = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order = _epoch_order(n_train, epoch, cfg.seed, distributed, rank, world)
+            order_epoch = epoch
+        idx = order[pos * bs:(pos + 1) * bs]
+        gen.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
+        batch, info = collate([train_cache[int(i)] for i in idx], dtype, device)
+        dense = [train_cache.dense_data(int(i)) for i in idx] if cfg.eig_weight > 0 else None
+        loss, metrics = training_step(net, batch, flow_cfg, model.basis_layout.irreps_str,
+                                      cfg, gen, dense, info)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(model)
+        step += 1
+        history.append((step, metrics["loss"]))
+        running += metrics["mae"]
+        n_running += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3e}")
+
+        now = time.perf_counter()
+        row = None
+        if is_main and (step % cfg.log_every == 0 or step % cfg.val_every == 0
+                        or step == cfg.steps):
+            row = {"step": step, "time_s": f"{elapsed_before + now - t_start:.1f}",
+                   "lr": f"{sched.get_last_lr()[0]:.3e}", "train_loss": f"{metrics['loss']:.6e}",
+                   "train_mae_uha": f"{running / n_running * HARTREE_TO_UHA:.2f}"}
+            running, n_running = 0.0, 0
+        if is_main and step % cfg.val_every == 0 and step < cfg.steps:
+            row["val_mae_uha"] = f"{validate_and_keep_best():.2f}"
+        if row is not None and step < cfg.steps:
+            _append_log(log_path, row)
+        out_of_time = ((cfg.max_minutes is not None and now - t_start > 60.0 * cfg.max_minutes)
+                       or (stop_at is not None and step >= stop_at))
+        if is_main and now - last_ckpt > 60.0 * cfg.ckpt_minutes and not out_of_time:
+            save_state()
+            last_ckpt = now
+        if _stop_everywhere(out_of_time, distributed, device):
+            stopped_early = step < cfg.steps
+            break
+    bar.close()
+
+    final_mae = float("nan")
+    if is_main:
+        final_mae = validate_and_keep_best()
+        if not best_path.exists():  # no validation set: keep the final EMA weights
+            save_checkpoint(best_path, ema.module, _card(final_mae))
+        elif cfg.choose_num_steps and val_cache is not None and len(val_cache):
+            _choose_k_for_best(best_path, ema.module, val_cache, cfg)
+        _append_log(log_path, {"step": step,
+                               "time_s": f"{elapsed_before + time.perf_counter() - t_start:.1f}",
+                               "lr": f"{sched.get_last_lr()[0]:.3e}",
+                               "train_loss": f"{history[-1][1]:.6e}" if history else "",
+                               "val_mae_uha": f"{final_mae:.2f}"})
+        save_state()
+    if distributed:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"step": step, "best_val_mae_uha": best, "final_val_mae_uha": final_mae,
+            "history": history, "stopped_early": stopped_early, "out_dir": str(out)}
