@@ -1,0 +1,88 @@
+"""The benchmark commands end to end on two tiny molecules (untrained tiny model)."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from pyscf_qhflow.checkpoint import save_checkpoint
+from pyscf_qhflow.cli.main import main
+from pyscf_qhflow.data.label import label_molecule, shard_attrs, write_shard
+from pyscf_qhflow.model import QHFlowModel
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, QHFlowModel.from_config("tiny", seed=0), {"data": "untrained"})
+    return path
+
+
+def test_bench_scf_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "scf"
+    argv = ["bench", "scf", str(EXAMPLES / "water.xyz"), str(EXAMPLES / "methane.xyz"),
+            "--guesses", "qhflow", "minao", "1e", "--grid-level", "1",
+            "--model", str(tiny_checkpoint), "--out", str(out), "--no-plots"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "scf.csv").open()))
+    # minao, qhflow, 1e and the converged-density limit for each molecule
+    assert sorted({r["guess"] for r in rows}) == ["1e", "converged", "minao", "qhflow"]
+    assert len(rows) == 8
+    for r in rows:
+        assert r["converged"] == "True"
+        assert abs(float(r["delta_e_vs_minao"])) < 1e-8
+        if r["guess"] == "qhflow":
+            assert r["qhflow_used"] == "True" and float(r["inference_s"]) > 0
+        if r["guess"] == "converged":
+            assert int(r["cycles"]) <= 2
+    table = (out / "scf_summary.md").read_text()
+    assert "| qhflow | 2 |" in table and "| minao | 2 |" in table
+    # resumable: a second run computes nothing new
+    assert main(argv) == 0
+    assert len(list(csv.DictReader((out / "scf.csv").open()))) == 8
+
+
+def test_bench_plots(tiny_checkpoint, tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need the optional 'bench' extra")
+    from pyscf_qhflow.benchmark import plot_scf
+    rows = [{"molecule": m, "natm": n, "guess": g, "cycles": c}
+            for m, n in (("a", 3), ("b", 5)) for g, c in (("minao", 10), ("qhflow", 6))]
+    paths = plot_scf(rows, tmp_path)
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_bench_accuracy_end_to_end(tiny_checkpoint, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    records = []
+    for name in ("water", "methane"):
+        lab = label_molecule(EXAMPLES / f"{name}.xyz", grid_level=1)
+        records.append({**lab, "qm9_index": -1})
+    write_shard(shards / "qm9_b3lyp_def2svp_000.h5", records, shard_attrs(grid_level=1))
+    out = tmp_path / "acc"
+    assert main(["bench", "accuracy", "--shards", str(shards), "--split", "all",
+                 "--model", str(tiny_checkpoint), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "accuracy.csv").open()))
+    assert {r["source"] for r in rows} == {"qhflow", "hinit"} and len(rows) == 4
+    for r in rows:
+        assert 0 < float(r["h_mae_uha"]) < 1e5
+        assert 0 < float(r["occ_cosine"]) <= 1 + 1e-9
+    assert "| hinit | 2 |" in (out / "accuracy_summary.md").read_text()
+
+
+def test_fock_metrics_of_the_reference_are_zero(water):
+    from pyscf import scf
+
+    from pyscf_qhflow.benchmark import fock_metrics
+    mf = scf.RHF(water)
+    mf.kernel()
+    f = mf.get_fock()
+    m = fock_metrics(f, f, mf.get_ovlp(), water.nelectron // 2)
+    assert m["h_mae_uha"] == 0 and m["gap_err_mha"] < 1e-9
+    assert abs(m["occ_cosine"] - 1) < 1e-10
+    shifted = fock_metrics(f + 1e-3 * mf.get_ovlp(), f, mf.get_ovlp(), water.nelectron // 2)
+    assert np.isclose(shifted["occ_eps_mae_mha"], 1.0)  # F + cS shifts every level by c
+    assert shifted["gap_err_mha"] < 1e-9
