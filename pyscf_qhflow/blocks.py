@@ -13,9 +13,12 @@ Assembling writes the blocks back; pairs that are not listed stay zero.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .aolayout import MolLayout
+if TYPE_CHECKING:  # keeps this module free of pyscf, so nn/ may use it
+    from .aolayout import MolLayout
 
 __all__ = ["split_blocks", "assemble_blocks", "symmetrize_blocks", "all_pairs",
            "reverse_pair_index"]
@@ -92,34 +95,45 @@ def assemble_blocks(onsite, offsite, layout: MolLayout, pairs: np.ndarray | None
     return out[..., :nao, :nao]
 
 
-def reverse_pair_index(pairs: np.ndarray) -> np.ndarray:
-    """For every pair k = (i, j), the index of (j, i) in ``pairs`` (found by lookup).
+def reverse_pair_index(pairs):
+    """For every pair k = (i, j), the index of (j, i) in ``pairs`` [2, K] (found by lookup).
 
-    Raises ``ValueError`` when some reverse pair is missing.
+    numpy or torch (stays on the tensor's device).  Raises ``ValueError`` when
+    some reverse pair is missing.
     """
-    pairs = np.asarray(pairs)
-    n = int(pairs.max()) + 1 if pairs.size else 0
-    key = pairs[0] * n + pairs[1]
-    rkey = pairs[1] * n + pairs[0]
-    order = np.argsort(key)
-    pos = np.searchsorted(key[order], rkey)
-    pos = np.clip(pos, 0, len(key) - 1)
-    found = order[pos]
-    if len(key) and not np.array_equal(key[found], rkey):
+    if _is_torch(pairs):
+        import torch
+        k = pairs.shape[1]
+        if k == 0:
+            return pairs.new_zeros(0)
+        n = int(pairs.max()) + 1
+        key, rkey = pairs[0] * n + pairs[1], pairs[1] * n + pairs[0]
+        skey, order = torch.sort(key)
+        rev = order[torch.searchsorted(skey, rkey).clamp(max=k - 1)]
+        found = torch.equal(key[rev], rkey)
+    else:
+        pairs = np.asarray(pairs)
+        k = pairs.shape[1]
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        n = int(pairs.max()) + 1
+        key, rkey = pairs[0] * n + pairs[1], pairs[1] * n + pairs[0]
+        order = np.argsort(key)
+        rev = order[np.clip(np.searchsorted(key[order], rkey), 0, k - 1)]
+        found = np.array_equal(key[rev], rkey)
+    if not found:
         raise ValueError("pair list is not closed under reversal (i, j) -> (j, i)")
-    return found
+    return rev
 
 
-def symmetrize_blocks(onsite, offsite, pairs: np.ndarray):
-    """Make the assembled matrix exactly symmetric.
+def symmetrize_blocks(onsite, offsite, pairs, rev=None):
+    """Make the assembled matrix exactly symmetric (numpy or torch).
 
     On-site ``(B + B^T)/2``; off-site ``(B_ij + B_ji^T)/2`` with the reverse
-    pair found by index.
+    pair found by index (pass ``rev`` to reuse a lookup).
     """
-    rev = reverse_pair_index(pairs)
-    if _is_torch(offsite):
-        import torch
-        rev = torch.as_tensor(rev, device=offsite.device)
-    onsite = 0.5 * (onsite + onsite.swapaxes(-1, -2))
-    offsite = 0.5 * (offsite + offsite[..., rev, :, :].swapaxes(-1, -2))
+    if rev is None:
+        rev = reverse_pair_index(pairs)
+    onsite = 0.5 * (onsite + onsite.swapaxes(-1, -2))  # [..., N, P, P]
+    offsite = 0.5 * (offsite + offsite[..., rev, :, :].swapaxes(-1, -2))  # [..., K, P, P]
     return onsite, offsite

@@ -14,8 +14,8 @@ from pyscf_qhflow import keys
 from pyscf_qhflow.aolayout import BasisLayout, MolLayout, rotation_to_e3nn
 from pyscf_qhflow.blocks import assemble_blocks
 from pyscf_qhflow.nn.net import NET_PRESETS, NetConfig, QHFlowNet
-from pyscf_qhflow.nn.readout import (block_change_of_basis, block_invariants_matrix,
-                                     reverse_pair_index)
+from pyscf_qhflow.blocks import reverse_pair_index
+from pyscf_qhflow.nn.readout import block_change_of_basis, block_invariants_matrix
 from pyscf_qhflow.nn.so3 import (e3nn_to_escn, escn_irreps, escn_to_e3nn, irreps_wigner_D,
                                  parity_irreps_wigner_D)
 

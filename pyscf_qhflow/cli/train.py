@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="molecules per step (per rank)")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=1000)
+    parser.add_argument("--ema-decay", type=float, default=0.999,
+                        help="EMA of the weights (lower for short runs, e.g. 0.99)")
     parser.add_argument("--float64", action="store_true", help="train in float64")
     parser.add_argument("--val-every", type=int, default=1000, help="validate every N steps")
     parser.add_argument("--val-max-molecules", type=int, default=None)
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
                       warmup_steps=min(args.warmup_steps, max(1, args.steps // 10)),
                       val_every=args.val_every, val_max_molecules=args.val_max_molecules,
                       ckpt_minutes=args.ckpt_minutes, max_minutes=args.max_minutes,
+                      ema_decay=args.ema_decay,
                       float64=args.float64, eig_weight=args.eig_weight, seed=args.seed,
                       num_threads=args.threads, progress=not args.no_progress,
                       choose_num_steps=tuple(args.choose_k))

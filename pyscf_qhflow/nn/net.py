@@ -32,8 +32,8 @@ from .so3 import positions_to_e3nn  # the only owner of the PySCF -> e3nn axis o
 from .backbone import InteractionBlock, edge_frames
 from .pair import PairUpdate
 from .radial import BesselBasis, ScalarMLP, TimeEmbedding, polynomial_envelope
-from .readout import (BlockEncoder, BlockReadout, block_invariants_matrix, block_shells,
-                      reverse_pair_index, symmetrize_blocks)
+from ..blocks import reverse_pair_index, symmetrize_blocks
+from .readout import BlockEncoder, BlockReadout, block_invariants_matrix, block_shells
 from .so3 import escn_irreps, escn_to_e3nn
 
 __all__ = ["NetConfig", "QHFlowNet", "NET_PRESETS"]
@@ -213,7 +213,7 @@ class QHFlowNet(nn.Module):
         offsite = self.pair(x, scalars, z_small, pos, pair_index, blocks)  # [K, P, P]
         # 5. symmetrise, scale, mask
         onsite, offsite = symmetrize_blocks(onsite, offsite, pair_index,
-                                            reverse_pair_index(pair_index))
+                                            rev=reverse_pair_index(pair_index))
         mask = batch[keys.SLOT_MASK].to(torch.bool)  # [N, P]
         m_on = mask[:, :, None] & mask[:, None, :]
         m_off = mask[pair_index[0]][:, :, None] & mask[pair_index[1]][:, None, :]

@@ -19,7 +19,7 @@ from torch import nn
 from .radial import ScalarMLP
 
 __all__ = ["block_shells", "block_change_of_basis", "block_invariants_matrix",
-           "squash_irreps", "reverse_pair_index", "symmetrize_blocks",
+           "squash_irreps",
            "BlockEncoder", "BlockReadout"]
 
 
@@ -96,38 +96,6 @@ def squash_irreps(x: torch.Tensor, copy_index: torch.Tensor, num_copies: int) ->
     sq = x.new_zeros(x.shape[:-1] + (num_copies,)).index_add_(-1, copy_index, x * x)
     norm = torch.sqrt(sq + 1e-12)  # [..., num_copies]
     return x * (torch.asinh(norm) / norm)[..., copy_index]
-
-
-def reverse_pair_index(pair_index: torch.Tensor) -> torch.Tensor:
-    """Index of (j, i) for every pair (i, j) of ``pair_index`` [2, K], found by lookup.
-
-    Raises ``ValueError`` when the list is not closed under reversal.
-    """
-    k = pair_index.shape[1]
-    if k == 0:
-        return pair_index.new_zeros(0)
-    n = int(pair_index.max()) + 1
-    key = pair_index[0] * n + pair_index[1]
-    rkey = pair_index[1] * n + pair_index[0]
-    skey, order = torch.sort(key)
-    pos = torch.searchsorted(skey, rkey).clamp(max=k - 1)
-    rev = order[pos]
-    if not torch.equal(key[rev], rkey):
-        raise ValueError("pair_index is not closed under reversal (i, j) -> (j, i)")
-    return rev
-
-
-def symmetrize_blocks(onsite: torch.Tensor, offsite: torch.Tensor, pair_index: torch.Tensor,
-                      rev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """On-site ``(B + B^T)/2``, off-site ``(B_ij + B_ji^T)/2`` (reverse pair by index).
-
-    Torch twin of :func:`pyscf_qhflow.blocks.symmetrize_blocks`.
-    """
-    if rev is None:
-        rev = reverse_pair_index(pair_index)
-    onsite = 0.5 * (onsite + onsite.transpose(-1, -2))  # [N, P, P]
-    offsite = 0.5 * (offsite + offsite[rev].transpose(-1, -2))  # [K, P, P]
-    return onsite, offsite
 
 
 class BlockEncoder(nn.Module):
