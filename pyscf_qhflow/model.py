@@ -226,11 +226,16 @@ class QHFlowModel(torch.nn.Module):
                           f"charge {mol.charge}, 2S = {mol.spin}")
         return True, ""
 
-    def predict_fock(self, mol: gto.Mole, num_steps: int | None = None) -> np.ndarray:
-        """Predicted Fock matrix (nao, nao), PySCF AO order, Hartree, float64."""
+    def predict_fock(self, mol: gto.Mole, num_steps: int | None = None,
+                     hinit: np.ndarray | None = None) -> np.ndarray:
+        """Predicted Fock matrix (nao, nao), PySCF AO order, Hartree, float64.
+
+        ``hinit``: H_init computed by the caller in this model's protocol.
+        """
         from .predict import predict_fock
         self.last_timings = {}
-        return predict_fock(mol, self, num_steps=num_steps, timings=self.last_timings)
+        return predict_fock(mol, self, num_steps=num_steps, timings=self.last_timings,
+                            hinit=hinit)
 
     def predict_fock_batch(self, mols: list[gto.Mole], num_steps: int | None = None
                            ) -> list[np.ndarray]:

@@ -39,13 +39,19 @@ def hinit_and_overlap(mol: gto.Mole, xc: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict_fock(mol: gto.Mole, model, num_steps: int | None = None,
-                 timings: dict | None = None) -> np.ndarray:
-    """Predicted Fock matrix of ``mol`` (nao, nao), PySCF AO order, Hartree, float64."""
-    return predict_fock_batch([mol], model, num_steps=num_steps, timings=timings)[0]
+                 timings: dict | None = None, hinit: np.ndarray | None = None) -> np.ndarray:
+    """Predicted Fock matrix of ``mol`` (nao, nao), PySCF AO order, Hartree, float64.
+
+    ``hinit``: H_init already computed in the model's protocol (e.g. by the SCF
+    object that will use the guess, so its grids and integrals are reused).
+    """
+    return predict_fock_batch([mol], model, num_steps=num_steps, timings=timings,
+                              hinits=None if hinit is None else [hinit])[0]
 
 
 def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None,
-                       timings: dict | None = None) -> list[np.ndarray]:
+                       timings: dict | None = None,
+                       hinits: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Predicted Fock matrices of several molecules, run as one network batch."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
@@ -66,7 +72,11 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
     layouts = [MolLayout.from_mol(mol, model.basis_layout) for mol in mols]
     lap("layout")
     # 3. H_init and S
-    hs = [hinit_and_overlap(mol, model.xc) for mol in mols]
+    if hinits is None:
+        hs = [hinit_and_overlap(mol, model.xc) for mol in mols]
+    else:
+        hs = [(np.asarray(h, dtype=np.float64), hinit.overlap(mol))
+              for mol, h in zip(mols, hinits)]
     lap("hinit")
     # 4. batch of padded blocks
     records = [{"Z": lay.atomic_numbers, "pos": mol.atom_coords(unit="Angstrom"),

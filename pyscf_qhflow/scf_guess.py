@@ -148,6 +148,38 @@ def _projected_density(mf, mol, mol_model, fock_model: np.ndarray):
     return dm, nelec_guess
 
 
+def _protocol_hinit(mf, mol, model):
+    """H_init computed with ``mf`` itself when ``mf`` runs the model's own protocol.
+
+    An RKS object with the model's functional, basis and grid builds the very
+    same MinAO-density Fock matrix as :func:`pyscf_qhflow.hinit.minao_fock`, and
+    building it here leaves the grids and two-electron integrals in ``mf`` for
+    the SCF that follows.  Returns None when the protocols differ (then the
+    model computes H_init itself) or the predictor takes no ``hinit``.
+    """
+    import inspect
+
+    from pyscf.dft import rks
+
+    from .hinit import protocol_ks
+    try:
+        if "hinit" not in inspect.signature(model.predict_fock).parameters:
+            return None
+    except (TypeError, ValueError):
+        return None
+    xc = getattr(model, "xc", None)
+    if (xc is None or not isinstance(mf, rks.RKS) or getattr(mf, "with_df", None) is not None
+            or str(mf.xc).lower() != str(xc).lower()):
+        return None
+    ref = protocol_ks(mol, xc=xc).grids
+    grid_keys = ("level", "prune", "atom_grid", "radi_method", "becke_scheme",
+                 "radii_adjust")
+    if any(getattr(mf.grids, k) != getattr(ref, k) for k in grid_keys):
+        return None
+    fock = mf.get_fock(dm=mf.init_guess_by_minao(mol))
+    return 0.5 * (fock + fock.T)
+
+
 def _dm_ndim(mf) -> int:
     """3 for unrestricted objects (alpha and beta density matrices), else 2."""
     from pyscf.scf import uhf
@@ -185,8 +217,11 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     try:
         _check_supported(model, mol if mol_model is None else mol_model)
         t0 = time.perf_counter()
-        fock = _checked_fock(model.predict_fock(mol if mol_model is None else mol_model),
-                             mol if mol_model is None else mol_model)
+        hinit = _protocol_hinit(mf, mol, model) if mol_model is None else None
+        target = mol if mol_model is None else mol_model
+        fock = (model.predict_fock(target) if hinit is None
+                else model.predict_fock(target, hinit=hinit))
+        fock = _checked_fock(fock, target)
         inference_s = time.perf_counter() - t0
     except UnsupportedMoleculeError as err:
         return _fallback(mf, mol, f"model {name}: {err}")
@@ -200,6 +235,7 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
         return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
                                   f"electrons, the molecule {mol.nelectron}")
     mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
+                      "hinit_from_scf_object": hinit is not None,
                       "nelec": nelec_guess,
                       "projected_from": None if mol_model is None else mol_model.basis}
     logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",

@@ -242,3 +242,22 @@ def test_empty_molecule_is_a_value_error():
     mol.build()
     with pytest.raises(ValueError, match="empty molecule"):
         pyscf_qhflow.predict_fock(mol, model=CoreHamiltonian())
+
+
+def test_hinit_is_built_by_the_scf_object_in_the_model_protocol(water):
+    """An RKS object in the model's protocol builds H_init itself (grids reused)."""
+    from pyscf_qhflow.model import QHFlowModel
+    model = QHFlowModel.from_config("tiny", seed=0)
+    mf = dft.RKS(water, xc="b3lyp")  # grid level 3, the protocol
+    mf.qhflow_model = model
+    dm = mf.get_init_guess(key="qhflow")
+    assert mf.qhflow_info["hinit_from_scf_object"]
+    assert mf.grids.coords is not None  # built once, kept for the SCF
+    # the same density as the model computing H_init on its own
+    f = model.predict_fock(water)
+    e, c = mf.eig(f, mf.get_ovlp())
+    np.testing.assert_allclose(dm, mf.make_rdm1(c, mf.get_occ(e, c)), atol=1e-8)
+    other = dft.RKS(water, xc="pbe")  # another functional: the model builds its own H_init
+    other.qhflow_model = model
+    other.get_init_guess(key="qhflow")
+    assert not other.qhflow_info["hinit_from_scf_object"]
