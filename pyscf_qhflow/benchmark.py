@@ -13,6 +13,7 @@ H_init is scored alongside as the no-model baseline.
 from __future__ import annotations
 
 import csv
+import inspect
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -223,8 +224,12 @@ def bench_accuracy(dataset, indices, model, csv_path: str | Path,
                         basis=getattr(model, "basis", "def2-svp"), unit="Angstrom", verbose=0)
             overlap = mol.intor("int1e_ovlp")
             nocc = mol.nelectron // 2
-            preds = {"qhflow": np.asarray(model.predict_fock(mol)),
-                     "hinit": rec["hinit"] if "hinit" in rec else minao_fock(mol)}
+            h_init = rec["hinit"] if "hinit" in rec else minao_fock(mol)
+            # the cached H_init is the model's own input; other predictors work from mol
+            takes_hinit = "hinit" in inspect.signature(model.predict_fock).parameters
+            fock = (model.predict_fock(mol, hinit=h_init) if takes_hinit
+                    else model.predict_fock(mol))
+            preds = {"qhflow": np.asarray(fock), "hinit": h_init}
             for source, fock in preds.items():
                 m = fock_metrics(fock, rec["fock"], overlap, nocc)
                 writer.writerow({"molecule": name, "natm": mol.natm, "nao": mol.nao,

@@ -31,3 +31,9 @@ def ethanol():
 @pytest.fixture
 def fluoroacetamide():
     return example_mol("fluoroacetamide")
+
+
+@pytest.fixture(autouse=True)
+def private_hinit_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's H_init cache (~/.cache/pyscf_qhflow)."""
+    monkeypatch.setenv("QHFLOW_CACHE", str(tmp_path_factory.mktemp("hinit_cache")))

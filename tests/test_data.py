@@ -112,8 +112,9 @@ def test_hinit_cache_written_reused_rebuilt(shard_dir, tmp_path, monkeypatch):
     first = [ds[i]["hinit"] for i in range(len(ds))]
     assert len(calls) == 3
     side = sorted(p.name for p in cache.glob("*.hinit.h5"))
-    assert side == ["qm9_b3lyp_def2svp_000.b3lyp.def2-svp.grid1.hinit.h5",
-                    "qm9_b3lyp_def2svp_001.b3lyp.def2-svp.grid1.hinit.h5"]
+    digests = [ds.hinit_cache(k).identity()["source_digest"][:12] for k in range(2)]
+    assert side == [f"qm9_b3lyp_def2svp_00{k}.{digests[k]}.b3lyp.def2-svp.grid1.hinit.h5"
+                    for k in range(2)]
     np.testing.assert_allclose(first[1], real(_mol("hf"), grid_level=GRID), atol=1e-12)
 
     # a fresh dataset (fresh handles) reads the cache and never calls PySCF
@@ -132,8 +133,10 @@ def test_hinit_cache_written_reused_rebuilt(shard_dir, tmp_path, monkeypatch):
     moved = ShardDataset(shard_dir, with_hinit=True, cache_dir=cache, grid_level=GRID)
     np.testing.assert_allclose(moved[1]["hinit"], first[1], atol=1e-9)  # translation-invariant
     assert len(calls) == 1
-    with h5py.File(cache / side[0]) as f:
-        assert sorted(f["hinit"]) == ["1"]  # old entries are gone with the old file
+    new_side = moved.hinit_cache(0).path  # the new geometry digest names a new side file
+    assert new_side.name != side[0]
+    with h5py.File(new_side) as f:
+        assert sorted(f["hinit"]) == ["1"]
 
     # a side file of another protocol (tampered attribute) is refused and rebuilt
     for d in (ds, again, moved):

@@ -45,9 +45,9 @@ def _xyz_molecules(inputs, basis):
     return [(p.stem, load_molecule(p, basis)) for p in paths]
 
 
-def _shard_records(args):
+def _shard_records(args, with_hinit: bool = False):
     from ..data.shards import ShardDataset, find_shards, split_by_qm9_index
-    ds = ShardDataset(find_shards(args.shards))
+    ds = ShardDataset(find_shards(args.shards), with_hinit=with_hinit)
     if args.split == "all":
         idx = list(range(len(ds)))
     else:
@@ -109,7 +109,7 @@ def _run_accuracy(args, model, out: Path) -> int:
     if not args.shards:
         print("qhflow bench accuracy: --shards is required (labelled molecules)")
         return 2
-    ds, idx = _shard_records(args)
+    ds, idx = _shard_records(args, with_hinit=True)  # H_init from the cache when filled
     rows = bench_accuracy(ds, idx, model, out / "accuracy.csv")
     table = summarize_accuracy(rows)
     (out / "accuracy_summary.md").write_text(table + "\n")

@@ -200,10 +200,13 @@ class HInitCache:
         self.shard = Path(shard)
         self.cache_dir = Path(cache_dir).expanduser()
         self.xc, self.basis, self.grid_level = xc, basis, int(grid_level)
-        self.path = self.cache_dir / (f"{self.shard.stem}.{_safe_name(xc)}."
+        self._identity: dict | None = None
+        # the geometry digest in the name keeps same-named shards of different
+        # data sets from overwriting each other's side files
+        digest = self.identity()["source_digest"][:12]
+        self.path = self.cache_dir / (f"{self.shard.stem}.{digest}.{_safe_name(xc)}."
                                       f"{_safe_name(basis)}.grid{self.grid_level}.hinit.h5")
         self._lock_path = self.path.with_name(self.path.name + ".lock")
-        self._identity: dict | None = None
         self._handle: h5py.File | None = None
         self._handle_checked = False
         self._warned: set = set()
