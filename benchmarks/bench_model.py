@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats per size (default 10, 3 with --quick)")
     p.add_argument("--skip-timings", action="store_true", help="only the --overfit part")
     p.add_argument("--overfit", action="store_true", help="train small on 20 shard molecules")
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.presets = [q for q in args.presets if q in ("tiny", "small")]
         args.sizes, args.train_steps, args.batch_size = [10, 30], 2, 2
-    repeats = 3 if args.quick else 10
+    repeats = args.repeats or (3 if args.quick else 10)
     if not args.skip_timings:
         rows = [bench_preset(name, args.sizes, args.train_steps, args.batch_size, repeats)
                 for name in args.presets]
