@@ -21,6 +21,19 @@ default_model: Any = None
 _VALID = {"on_unsupported": ("warn", "raise")}
 
 
+def reject_unknown_keys(cls, options: dict, where: str) -> None:
+    """``ValueError`` naming every key of ``options`` that is not a field of dataclass ``cls``.
+
+    Every option dataclass (model, flow, training) goes through this, so a
+    misspelt key is an error rather than a silently ignored setting.
+    """
+    from dataclasses import fields
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
+
+
 def check() -> None:
     """Raise ``ValueError`` when an option has an invalid value."""
     if on_unsupported not in _VALID["on_unsupported"]:

@@ -32,11 +32,13 @@ in Hartree, e3nn order (see :mod:`pyscf_qhflow.keys`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Callable
 
 import torch
+
+from .config import reject_unknown_keys
 
 from .batching import block_masks
 from .blocks import symmetrize_blocks
@@ -74,10 +76,7 @@ class FlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FlowConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown flow option(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, d, "the flow options")
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ Unknown keys anywhere are an error (:class:`ModelConfig`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from pyscf import gto
 
 from . import keys
+from .config import reject_unknown_keys
 from .aolayout import BasisLayout, MolLayout, UnsupportedMoleculeError
 from .flow import FlowConfig, euler_sample, sample_prior
 
@@ -31,13 +32,6 @@ __all__ = ["CONFIG_DIR", "PRESETS", "Protocol", "ModelConfig", "QHFlowModel"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PRESETS = ("tiny", "small", "medium")
-
-
-def _reject_unknown(cls, d: dict, where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,7 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Protocol":
-        _reject_unknown(cls, d, "the model config's 'protocol'")
+        reject_unknown_keys(cls, d, "the model config's 'protocol'")
         d = dict(d)
         if "elements" in d:
             d["elements"] = tuple(int(gto.charge(e)) if isinstance(e, str) else int(e)
@@ -69,7 +63,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        _reject_unknown(cls, d, "the model config")
+        reject_unknown_keys(cls, d, "the model config")
         if "name" not in d:
             raise ValueError("the model config needs a 'name'")
         return cls(name=str(d["name"]), net=dict(d.get("net", {})),

@@ -34,7 +34,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import keys
+from ..config import reject_unknown_keys
 from ..batching import MolBlocks, block_masks, collate, prepare_record
 from ..blocks import assemble_blocks
 from ..checkpoint import (load_training_state, save_checkpoint, save_training_state)
@@ -84,10 +85,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, d, "the training options")
         d = dict(d)
         if "choose_num_steps" in d:
             d["choose_num_steps"] = tuple(int(k) for k in d["choose_num_steps"])
