@@ -202,8 +202,11 @@ ACCURACY_FIELDS = ["molecule", "natm", "nao", "source", "h_mae_uha", "occ_eps_ma
 
 
 def bench_accuracy(dataset, indices, model, csv_path: str | Path,
-                   progress: bool = True) -> list[dict]:
-    """Score ``model`` and the H_init baseline on labelled molecules; resumable CSV."""
+                   progress: bool = True, num_steps: int | None = None) -> list[dict]:
+    """Score ``model`` and the H_init baseline on labelled molecules; resumable CSV.
+
+    ``num_steps``: flow Euler steps K of a QHFlow model (None: its own default).
+    """
     from pyscf import gto
 
     from .hinit import minao_fock
@@ -226,9 +229,11 @@ def bench_accuracy(dataset, indices, model, csv_path: str | Path,
             nocc = mol.nelectron // 2
             h_init = rec["hinit"] if "hinit" in rec else minao_fock(mol)
             # the cached H_init is the model's own input; other predictors work from mol
-            takes_hinit = "hinit" in inspect.signature(model.predict_fock).parameters
-            fock = (model.predict_fock(mol, hinit=h_init) if takes_hinit
-                    else model.predict_fock(mol))
+            params = inspect.signature(model.predict_fock).parameters
+            kwargs = {"hinit": h_init} if "hinit" in params else {}
+            if num_steps is not None:
+                kwargs["num_steps"] = num_steps
+            fock = model.predict_fock(mol, **kwargs)
             preds = {"qhflow": np.asarray(fock), "hinit": h_init}
             for source, fock in preds.items():
                 m = fock_metrics(fock, rec["fock"], overlap, nocc)

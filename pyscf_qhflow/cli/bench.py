@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = sub.add_parser("accuracy", help="H MAE, orbital energies, orbital similarity "
                                         "on labelled molecules (and the H_init baseline)")
     _add_sources(a, xyz=False)
+    a.add_argument("--num-steps", type=int, default=None,
+                   help="flow Euler steps K (default: the model's own)")
 
 
 def _add_sources(parser, xyz: bool = True) -> None:
@@ -110,7 +112,7 @@ def _run_accuracy(args, model, out: Path) -> int:
         print("qhflow bench accuracy: --shards is required (labelled molecules)")
         return 2
     ds, idx = _shard_records(args, with_hinit=True)  # H_init from the cache when filled
-    rows = bench_accuracy(ds, idx, model, out / "accuracy.csv")
+    rows = bench_accuracy(ds, idx, model, out / "accuracy.csv", num_steps=args.num_steps)
     table = summarize_accuracy(rows)
     (out / "accuracy_summary.md").write_text(table + "\n")
     (out / "accuracy_summary.json").write_text(json.dumps({"n": len(rows)}))
