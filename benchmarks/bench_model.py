@@ -3,6 +3,7 @@
     python benchmarks/bench_model.py --quick             # seconds: tiny + small, small sizes
     python benchmarks/bench_model.py                      # all presets, 10..200 atoms
     python benchmarks/bench_model.py --overfit --data ../shared/data   # small on 20 molecules
+    python benchmarks/bench_model.py --device cuda --throughput 1 8 32  # GPU, batched
 
 Timings are of the *network alone* on synthetic inputs: QM9-sized (or
 10..200-atom) random H/C/N/O geometries with atoms at least ~1 Angstrom
@@ -10,7 +11,10 @@ apart, and random symmetric matrices in place of H_init, S and F* (the
 network's cost does not depend on their values; H_init's own DFT build is
 not timed).  Peak memory is the growth of the process's maximum resident set
 size (``resource.getrusage``) over the measurement, so it is an upper bound
-that includes allocator caching.  ``--overfit`` trains ``small`` on the first
+that includes allocator caching; on a GPU (``--device cuda``) it is
+``torch.cuda.max_memory_allocated`` instead, and timings synchronise the
+device.  ``--throughput B...`` times batched inference of B QM9-sized
+molecules per network call (molecules per second).  ``--overfit`` trains ``small`` on the first
 20 molecules of the shards (real H_init, computed or read from the cache)
 and reports their H MAE in micro-Hartree.  Output: markdown tables.
 """
@@ -59,55 +63,95 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
+class PeakMemory:
+    """Peak memory growth (MB) over a ``with`` block: process RSS on CPU, allocator on CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self.start = peak_rss_mb()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self.start
+        else:
+            self.mb = peak_rss_mb() - self.start
+
+
+def timed(fn, device: torch.device) -> float:
+    """Wall seconds of ``fn()``, waiting for the device's queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def bench_preset(name: str, sizes: list[int], train_steps: int, batch_size: int,
-                 infer_repeats: int, seed: int = 0) -> dict:
+                 infer_repeats: int, seed: int = 0, device: str = "cpu",
+                 throughput: list[int] = ()) -> dict:
+    dev = torch.device(device)
     rng = np.random.default_rng(seed)
-    model = QHFlowModel.from_config(name, seed=seed)
+    model = QHFlowModel.from_config(name, seed=seed).to(dev)
     layout = model.basis_layout
     row = {"preset": name, "params": model.num_parameters(), "num_steps": model.flow.num_steps}
 
+    def batch_of(recs):
+        return make_batch(recs, layout, model.cutoff, model.pair_cutoff, device=dev)[0]
+
     # training throughput on QM9-sized molecules
     recs = [synthetic_record(QM9_ATOMS, layout, rng) for _ in range(batch_size)]
-    batch, _ = make_batch(recs, layout, model.cutoff, model.pair_cutoff)
+    batch = batch_of(recs)
     cfg = TrainConfig()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    rss0 = peak_rss_mb()
-    times = []
-    for _ in range(train_steps + 1):  # the first step warms up
-        t0 = time.perf_counter()
+
+    def train_step():
         loss, _ = training_step(model, batch, model.flow, layout.irreps_str, cfg, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
+
+    with PeakMemory(dev) as mem:
+        times = [timed(train_step, dev) for _ in range(train_steps + 1)]  # first warms up
     row["train_mol_per_s"] = batch_size / float(np.median(times[1:]))
-    row["train_peak_mb"] = peak_rss_mb() - rss0
+    row["train_peak_mb"] = mem.mb
 
     # inference per molecule, QM9-sized, batch of one
     model.eval()
-    one, _ = make_batch(recs[:1], layout, model.cutoff, model.pair_cutoff)
+    one = batch_of(recs[:1])
     with torch.no_grad():
         model.sample(one)
-        t = []
-        for _ in range(infer_repeats):
-            t0 = time.perf_counter()
-            model.sample(one)
-            t.append(time.perf_counter() - t0)
+        t = [timed(lambda: model.sample(one), dev) for _ in range(infer_repeats)]
     row["infer_ms_qm9"] = 1e3 * float(np.median(t))
+
+    # batched inference: B QM9-sized molecules per network call
+    row["throughput"] = {}
+    for b in throughput:
+        many = batch_of([synthetic_record(QM9_ATOMS, layout, rng) for _ in range(b)])
+        with torch.no_grad():
+            model.sample(many)
+            tb = [timed(lambda: model.sample(many), dev) for _ in range(max(3, infer_repeats // 2))]
+        row["throughput"][b] = b / float(np.median(tb))
 
     # inference vs molecule size
     row["by_size"] = {}
     for natm in sizes:
-        rec = synthetic_record(natm, layout, rng)
-        b, _ = make_batch([rec], layout, model.cutoff, model.pair_cutoff)
-        rss0 = peak_rss_mb()
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            model.sample(b)
-            dt = time.perf_counter() - t0
-        row["by_size"][natm] = (1e3 * dt, peak_rss_mb() - rss0,
+        b = batch_of([synthetic_record(natm, layout, rng)])
+        with torch.no_grad(), PeakMemory(dev) as mem:
+            dt = timed(lambda: model.sample(b), dev)
+        row["by_size"][natm] = (1e3 * dt, mem.mb,
                                 int(b["edge_index"].shape[1]), int(b["pair_index"].shape[1]))
     return row
 
@@ -130,18 +174,28 @@ def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small") -> di
             "wall_s": time.perf_counter() - t0}
 
 
-def print_tables(rows: list[dict], threads: int, sizes: list[int]) -> None:
-    print(f"CPU threads: {threads}; network only, synthetic inputs "
+def print_tables(rows: list[dict], threads: int, sizes: list[int], device: str = "cpu") -> None:
+    where = (torch.cuda.get_device_name(device) if device.startswith("cuda")
+             else f"CPU threads: {threads}")
+    mem = "peak GPU memory MB" if device.startswith("cuda") else "peak RSS growth MB"
+    print(f"{where}; network only, synthetic inputs "
           f"(random symmetric matrices replace H_init/S/F*)\n")
-    print("| preset | parameters | flow K | train mol/s (QM9-size) | train peak RSS growth MB "
+    print(f"| preset | parameters | flow K | train mol/s (QM9-size) | train {mem} "
           "| inference ms/mol (QM9-size) |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['preset']} | {r['params']:,} | {r['num_steps']} | "
               f"{r['train_mol_per_s']:.2f} | {r['train_peak_mb']:.0f} | "
               f"{r['infer_ms_qm9']:.1f} |")
-    print("\nInference vs molecule size (one molecule: ms; peak RSS growth MB; "
-          "edges/pairs)\n")
+    if rows and rows[0]["throughput"]:
+        bs = list(rows[0]["throughput"])
+        print("\nBatched inference, QM9-sized molecules (molecules/s)\n")
+        print("| preset | " + " | ".join(f"batch {b}" for b in bs) + " |")
+        print("|---|" + "---:|" * len(bs))
+        for r in rows:
+            print(f"| {r['preset']} | " + " | ".join(f"{r['throughput'][b]:.1f}" for b in bs)
+                  + " |")
+    print(f"\nInference vs molecule size (one molecule: ms; {mem}; edges/pairs)\n")
     print("| preset | " + " | ".join(f"{n} atoms" for n in sizes) + " |")
     print("|---|" + "---:|" * len(sizes))
     for r in rows:
@@ -158,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--throughput", type=int, nargs="*", default=[],
+                   help="batch sizes for batched-inference molecules/s")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed repeats per size (default 10, 3 with --quick)")
     p.add_argument("--skip-timings", action="store_true", help="only the --overfit part")
@@ -173,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.train_steps, args.batch_size = [10, 30], 2, 2
     repeats = args.repeats or (3 if args.quick else 10)
     if not args.skip_timings:
-        rows = [bench_preset(name, args.sizes, args.train_steps, args.batch_size, repeats)
+        rows = [bench_preset(name, args.sizes, args.train_steps, args.batch_size, repeats,
+                             device=args.device, throughput=args.throughput)
                 for name in args.presets]
-        print_tables(rows, args.threads, args.sizes)
+        print_tables(rows, args.threads, args.sizes, args.device)
     if args.overfit:
         o = overfit(args.data, args.overfit_steps, args.overfit_molecules, args.overfit_preset)
         print(f"\nOverfit: {o['preset']} on {o['molecules']} shard molecules, {o['steps']} "

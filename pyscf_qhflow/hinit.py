@@ -22,15 +22,19 @@ therefore a function of the geometry, basis, functional and grid only.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pyscf import gto
-from pyscf.dft import rks
 from pyscf.lib import logger
+
+if TYPE_CHECKING:
+    from pyscf.dft import rks
 
 __all__ = ["protocol_ks", "minao_fock", "overlap"]
 
 
-def protocol_ks(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> rks.RKS:
+def protocol_ks(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> "rks.RKS":
     """A restricted KS object in the QH9 protocol (see the module docstring).
 
     Raises ``ValueError`` for a Cartesian basis: labels and models are spherical.
@@ -38,6 +42,7 @@ def protocol_ks(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> rks.RK
     if mol.cart:
         raise ValueError("the qhflow protocol uses spherical basis functions; "
                          "got mol.cart=True")
+    from pyscf.dft import rks  # here, so overlap() needs no DFT libraries (libxc)
     mf = rks.RKS(mol, xc=xc)
     mf.grids.level = grid_level
     return mf

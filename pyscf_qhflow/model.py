@@ -171,6 +171,14 @@ class QHFlowModel(torch.nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def set_num_steps(self, num_steps: int) -> None:
+        """Use ``num_steps`` flow Euler steps (K) by default from now on (K = 0: regression)."""
+        from dataclasses import replace
+        if int(num_steps) < 0:
+            raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        self.config = replace(self.config, flow=replace(self.config.flow,
+                                                        num_steps=int(num_steps)))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

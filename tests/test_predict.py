@@ -157,3 +157,17 @@ def test_guess_hook_runs_with_the_model(model64):
     e = mf.kernel()
     assert mf.converged and mf.qhflow_info["used"]
     assert e == pytest.approx(scf.RHF(mol).kernel(), abs=1e-7)
+
+
+def test_set_num_steps_changes_the_default_k(water):
+    model = QHFlowModel.from_config("tiny", seed=0)
+    model.set_num_steps(2)
+    k2 = model.predict_fock(water)
+    assert model.flow.num_steps == 2
+    model.set_num_steps(0)
+    assert model.flow.num_steps == 0 and model.config.flow.num_steps == 0
+    np.testing.assert_allclose(model.predict_fock(water), model.predict_fock(water, num_steps=0),
+                               atol=1e-8)
+    np.testing.assert_allclose(model.predict_fock(water, num_steps=2), k2, atol=1e-8)
+    with pytest.raises(ValueError, match="num_steps must be >= 0"):
+        model.set_num_steps(-1)

@@ -20,11 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--conv-tol", type=float, default=1e-10)
     p.add_argument("--jobs", type=int, default=1, help="process pool size")
     p.add_argument("--no-plots", action="store_true")
+    _add_num_steps(p)
     a = sub.add_parser("accuracy", help="H MAE, orbital energies, orbital similarity "
                                         "on labelled molecules (and the H_init baseline)")
     _add_sources(a, xyz=False)
-    a.add_argument("--num-steps", type=int, default=None,
-                   help="flow Euler steps K (default: the model's own)")
+    _add_num_steps(a)
+
+
+def _add_num_steps(parser) -> None:
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="flow Euler steps K (default: the model's own)")
 
 
 def _add_sources(parser, xyz: bool = True) -> None:
@@ -81,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         print(f"qhflow bench: {err}")
         return 2
+    if args.num_steps is not None:
+        model.set_num_steps(args.num_steps)
     if args.bench == "scf":
         return _run_scf(args, model, out)
     return _run_accuracy(args, model, out)

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shard directory, file or glob (several allowed)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
+                        help="start from the weights (and config) of a checkpoint, e.g. "
+                             "'default', with a fresh optimizer and schedule (fine-tuning)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (and save) after this many minutes of training")
     parser.add_argument("--steps", type=int, default=100_000, help="total optimizer steps")
@@ -46,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-seed", type=int, default=0,
                         help="seed of split_by_qm9_index (80/10/10)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda[:i] (default: CUDA when available)")
     parser.add_argument("--cache-dir", default=None, help="H_init cache directory")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -65,8 +70,15 @@ def run(args: argparse.Namespace) -> int:
     from ..model import QHFlowModel
     from ..train.loop import TrainConfig, fit
 
-    config = _model_config(args.config)
-    model = QHFlowModel.from_config(config, seed=args.seed)
+    if args.init_from is not None:
+        from ..checkpoint import load_model
+        model = load_model(args.init_from, device="cpu")
+        config = model.config
+        print(f"qhflow train: starting from the weights of {args.init_from} "
+              f"(config {config.name}); --config is ignored")
+    else:
+        config = _model_config(args.config)
+        model = QHFlowModel.from_config(config, seed=args.seed)
     proto = config.protocol
     data = ShardDataset(args.data, xc=proto.xc, basis=proto.basis, with_hinit=True,
                         with_overlap=True, cache_dir=args.cache_dir)
@@ -77,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
                       ckpt_minutes=args.ckpt_minutes, max_minutes=args.max_minutes,
                       ema_decay=args.ema_decay,
                       float64=args.float64, eig_weight=args.eig_weight, seed=args.seed,
-                      num_threads=args.threads, progress=not args.no_progress,
+                      num_threads=args.threads, device=args.device, progress=not args.no_progress,
                       choose_num_steps=tuple(args.choose_k))
-    card = {"data": {"shards": [p.name for p in data.shards], "molecules": len(data)},
+    card = {"init_from": args.init_from, "data": {"shards": [p.name for p in data.shards], "molecules": len(data)},
             "split": {"method": "split_by_qm9_index", "seed": args.split_seed,
                       "train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
     print(f"qhflow train: model {config.name} ({model.num_parameters()} parameters), "

@@ -80,6 +80,7 @@ class TrainConfig:
     float64: bool = False
     seed: int = 0
     num_threads: int | None = 2  # torch CPU threads (None: leave torch's default)
+    device: str | None = None  # None: CUDA when available, else CPU (torchrun: the local GPU)
     progress: bool = True
     choose_num_steps: tuple[int, ...] = ()  # candidate K: pick the best on validation at the end
 
@@ -341,8 +342,12 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
     schedule still follows ``cfg.steps``), for runs in chunks.
     """
     distributed, rank, world = _dist_env()
-    device = _init_distributed() if distributed else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if distributed:
+        device = _init_distributed()
+    elif cfg.device is not None:
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     is_main = rank == 0
