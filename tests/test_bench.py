@@ -86,3 +86,16 @@ def test_fock_metrics_of_the_reference_are_zero(water):
     shifted = fock_metrics(f + 1e-3 * mf.get_ovlp(), f, mf.get_ovlp(), water.nelectron // 2)
     assert np.isclose(shifted["occ_eps_mae_mha"], 1.0)  # F + cS shifts every level by c
     assert shifted["gap_err_mha"] < 1e-9
+
+
+def test_bench_scf_cation_without_limit(tiny_checkpoint, tmp_path):
+    out = tmp_path / "cation"
+    argv = ["bench", "scf", str(EXAMPLES / "water.xyz"), "--guesses", "qhflow", "minao",
+            "--charge", "1", "--no-limit", "--grid-level", "1", "--num-steps", "0",
+            "--model", str(tiny_checkpoint), "--out", str(out), "--no-plots"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "scf.csv").open()))
+    assert sorted(r["guess"] for r in rows) == ["minao", "qhflow"]  # no 'converged' row
+    for r in rows:
+        assert r["converged"] == "True" and abs(float(r["delta_e_vs_minao"])) < 1e-8
+    assert next(r for r in rows if r["guess"] == "qhflow")["qhflow_used"] == "True"

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..scfrun import PYSCF_GUESSES
 
 
@@ -19,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-level", type=int, default=3)
     p.add_argument("--conv-tol", type=float, default=1e-10)
     p.add_argument("--jobs", type=int, default=1, help="process pool size")
+    p.add_argument("--charge", type=int, default=0, help="net charge of every molecule")
+    p.add_argument("--spin", type=int, default=None,
+                   help="2S of every molecule (default: 0 or 1 by electron count)")
+    p.add_argument("--no-limit", action="store_true",
+                   help="skip the converged-density restart (the lower-limit row)")
     p.add_argument("--no-plots", action="store_true")
     _add_num_steps(p)
     a = sub.add_parser("accuracy", help="H MAE, orbital energies, orbital similarity "
@@ -43,13 +50,13 @@ def _add_sources(parser, xyz: bool = True) -> None:
     parser.add_argument("--out", required=True, help="output directory (resumable)")
 
 
-def _xyz_molecules(inputs, basis):
+def _xyz_molecules(inputs, basis, charge: int = 0, spin: int | None = None):
     from ..scfrun import load_molecule
     paths = []
     for item in inputs:
         p = Path(item)
         paths.extend(sorted(p.glob("*.xyz")) if p.is_dir() else [p])
-    return [(p.stem, load_molecule(p, basis)) for p in paths]
+    return [(p.stem, load_molecule(p, basis, charge=charge, spin=spin)) for p in paths]
 
 
 def _shard_records(args, with_hinit: bool = False):
@@ -65,14 +72,16 @@ def _shard_records(args, with_hinit: bool = False):
     return ds, idx
 
 
-def _shard_molecules(args, basis):
+def _shard_molecules(args, basis, charge: int = 0, spin: int | None = None):
     from pyscf import gto
     ds, idx = _shard_records(args)
     mols = []
     for i in idx:
         rec = ds[i]
+        nelec = int(np.sum(rec["Z"])) - charge
         mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])], basis=basis,
-                    unit="Angstrom", verbose=0)
+                    unit="Angstrom", charge=charge,
+                    spin=nelec % 2 if spin is None else spin, verbose=0)
         mols.append((f"qm9_{int(rec['qm9_index'])}", mol))
     return mols
 
@@ -95,15 +104,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_scf(args, model, out: Path) -> int:
     from ..benchmark import bench_scf, plot_scf, summarize_scf
-    mols = _xyz_molecules(args.inputs, args.basis)
+    mols = _xyz_molecules(args.inputs, args.basis, args.charge, args.spin)
     if args.shards:
-        mols += _shard_molecules(args, args.basis)
+        mols += _shard_molecules(args, args.basis, args.charge, args.spin)
     if not mols:
         print("qhflow bench scf: no molecules given (xyz inputs or --shards)")
         return 2
     rows = bench_scf(mols, out / "scf.csv", guesses=args.guesses, model=model,
                      jobs=args.jobs, xc=args.xc, grid_level=args.grid_level,
-                     conv_tol=args.conv_tol)
+                     conv_tol=args.conv_tol, include_converged=not args.no_limit)
     table = summarize_scf(rows)
     (out / "scf_summary.md").write_text(table + "\n")
     print(table)
