@@ -30,20 +30,20 @@ from pyscf_qhflow.cli.main import main as qhflow
 
 ENERGY_TOL = 1e-7  # Hartree, the bound for "same energy"
 
-SETTINGS = {  # name -> extra `qhflow bench scf` arguments; cheapest first
+SETTINGS = {  # name -> extra `qhflow bench scf` arguments; the targets first
     "HF": ["--xc", "hf"],
-    "PBE": ["--xc", "pbe"],
     "PBE0": ["--xc", "pbe0"],
+    "cation (+1, doublet, UKS)": ["--charge", "1"],
+    "anion (-1, doublet, UKS)": ["--charge", "-1"],
+    "basis def2-TZVP": ["--basis", "def2-tzvp"],
+    "PBE": ["--xc", "pbe"],
     # libxc's wB97X-D exchange-correlation; the D2 dispersion term (PySCF needs an
     # extra package for it) adds an energy only and does not change the density
     "wB97X-D (no dispersion term)": ["--xc", "hyb_gga_xc_wb97x_d"],
     "r2SCAN": ["--xc", "r2scan"],
-    "cation (+1, doublet, UKS)": ["--charge", "1"],
-    "anion (-1, doublet, UKS)": ["--charge", "-1"],
     "basis 6-31G(d)": ["--basis", "6-31g*"],
     "basis cc-pVDZ": ["--basis", "cc-pvdz"],
     "basis def2-SVPD": ["--basis", "def2-svpd"],
-    "basis def2-TZVP": ["--basis", "def2-tzvp"],
 }
 
 
