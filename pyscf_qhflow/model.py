@@ -16,7 +16,7 @@ Unknown keys anywhere are an error (:class:`ModelConfig`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +173,6 @@ class QHFlowModel(torch.nn.Module):
 
     def set_num_steps(self, num_steps: int) -> None:
         """Use ``num_steps`` flow Euler steps (K) by default from now on (K = 0: regression)."""
-        from dataclasses import replace
         if int(num_steps) < 0:
             raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         self.config = replace(self.config, flow=replace(self.config.flow,

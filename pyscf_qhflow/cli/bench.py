@@ -128,7 +128,7 @@ def _run_accuracy(args, model, out: Path) -> int:
         print("qhflow bench accuracy: --shards is required (labelled molecules)")
         return 2
     ds, idx = _shard_records(args, with_hinit=True)  # H_init from the cache when filled
-    rows = bench_accuracy(ds, idx, model, out / "accuracy.csv", num_steps=args.num_steps)
+    rows = bench_accuracy(ds, idx, model, out / "accuracy.csv")  # K set in run()
     table = summarize_accuracy(rows)
     (out / "accuracy_summary.md").write_text(table + "\n")
     (out / "accuracy_summary.json").write_text(json.dumps({"n": len(rows)}))

@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
                       ckpt_minutes=args.ckpt_minutes, max_minutes=args.max_minutes,
                       ema_decay=args.ema_decay,
                       float64=args.float64, eig_weight=args.eig_weight, seed=args.seed,
-                      num_threads=args.threads, device=args.device, progress=not args.no_progress,
+                      num_threads=args.threads, device=args.device,
+                      progress=not args.no_progress,
                       choose_num_steps=tuple(args.choose_k))
-    card = {"init_from": args.init_from, "data": {"shards": [p.name for p in data.shards], "molecules": len(data)},
+    card = {"init_from": args.init_from,
+            "data": {"shards": [p.name for p in data.shards], "molecules": len(data)},
             "split": {"method": "split_by_qm9_index", "seed": args.split_seed,
                       "train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
     print(f"qhflow train: model {config.name} ({model.num_parameters()} parameters), "
