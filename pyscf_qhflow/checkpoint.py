@@ -106,11 +106,15 @@ def read_checkpoint(path: str | Path) -> dict:
     return obj
 
 
-def load_model(name_or_path: str | Path = "default", device: str | torch.device | None = None):
+def load_model(name_or_path: str | Path = "default", device: str | torch.device | None = None,
+               compile: bool = False):
     """A :class:`~pyscf_qhflow.model.QHFlowModel` from a checkpoint, in eval mode.
 
     ``'default'`` is ``pyscf_qhflow/weights/default.pt`` of the installed
     package; anything else is a path.  ``device=None`` picks CUDA when available.
+    ``compile=True`` runs the network through ``torch.compile``
+    (:meth:`~pyscf_qhflow.model.QHFlowModel.compile_net`): worth it for many
+    molecules on a GPU, the first predictions pay the compilation.
     The model card is at ``model.card``.
     """
     from .model import ModelConfig, QHFlowModel
@@ -142,6 +146,8 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     model.card = dict(obj["card"])
+    if compile:
+        model.compile_net()
     return model
 
 

@@ -123,6 +123,9 @@ class QHFlowModel(torch.nn.Module):
         self.cutoff = float(cutoff)  # Angstrom, backbone graph
         self.pair_cutoff = float(pair_cutoff)  # Angstrom, off-site blocks
         self.last_timings: dict = {}
+        # torch.compile'd view of self.net, kept out of the module registry so the
+        # state_dict keys (and checkpoints) do not change; see compile_net()
+        object.__setattr__(self, "_compiled_net", None)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -182,9 +185,29 @@ class QHFlowModel(torch.nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     # ------------------------------------------------------------ network
+    def compile_net(self, backend: str = "inductor", mode: str | None = None,
+                    dynamic: bool = True) -> "QHFlowModel":
+        """Run the network through ``torch.compile`` from now on (inference and training).
+
+        ``dynamic=True`` because every molecule (and batch) has other sizes; the
+        first calls pay the compilation.  Weights are shared with ``self.net``,
+        so checkpoints are unchanged.  Returns ``self``.
+        """
+        compiled = torch.compile(self.net, backend=backend, mode=mode, dynamic=dynamic)
+        object.__setattr__(self, "_compiled_net", compiled)
+        return self
+
+    @property
+    def is_compiled(self) -> bool:
+        return self._compiled_net is not None
+
+    def _run_net(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net if self._compiled_net is None else self._compiled_net
+        return net(batch)
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted flow endpoint (residual F* - H_init blocks, Hartree)."""
-        return self.net(batch)
+        return self._run_net(batch)
 
     def sample(self, batch: dict, num_steps: int | None = None,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,7 +221,7 @@ class QHFlowModel(torch.nn.Module):
                                      generator, on0.dtype)
 
         def endpoint(x, t):
-            return self.net({**batch, keys.XT_ONSITE: x[0], keys.XT_OFFSITE: x[1],
+            return self._run_net({**batch, keys.XT_ONSITE: x[0], keys.XT_OFFSITE: x[1],
                              keys.T: t})
 
         return euler_sample(endpoint, (on0, off0), int(batch[keys.T].shape[0]), k)

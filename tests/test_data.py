@@ -236,3 +236,49 @@ def test_split_deterministic_disjoint_stable(tmp_path):
         assert set(one.qm9_index[before]) == set(two.qm9_index[after]) & set(range(1, 1500))
     with pytest.raises(ValueError, match="fractions"):
         split_by_qm9_index(one, fractions=(0.5, 0.5, 0.5))
+
+
+class _FakeQM9Table:
+    """The slice of qm9pack's pandas table that molecules_from_qm9 reads."""
+
+    class _Rows:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __getitem__(self, r):
+            return self.rows[r]
+
+    def __init__(self, indices):
+        self.index = np.asarray(indices, np.int64)
+        self.iloc = self._Rows([{"Index": q, "SMILES": "[H][H]", "Elements": "['H','H']",
+                                 "XYZ_Ang": "[[0.0,0.0,0.0],[0.0,0.0,0.741]]"}
+                                for q in self.index])
+
+    def __getitem__(self, column):
+        assert column == "Index"
+        return self
+
+    def to_numpy(self, dtype):
+        return self.index.astype(dtype)
+
+
+def test_label_qm9_split_follows_the_split_rule(tmp_path, monkeypatch):
+    """``qhflow label --qm9-split test`` picks exactly the molecules the split puts in test."""
+    from pyscf_qhflow.data import label
+    monkeypatch.setattr(label, "_qm9pack_table", lambda: _FakeQM9Table(range(1, 600)))
+    specs = label.molecules_from_qm9(1, None, split="test", exclude=[3, 5])
+    chosen = {s.qm9_index for s in specs}
+    assert chosen and not chosen & {3, 5} and all(q % 50 for q in chosen)
+
+    # label them (as the labeller would) and split: every one lands in test
+    h2 = _records(["h2"])[0]
+    write_shard(tmp_path / "qm9_b3lyp_def2svp_000.h5",
+                [dict(h2, qm9_index=q) for q in range(1, 600)], shard_attrs())
+    ds = ShardDataset(tmp_path)
+    test_qm9 = set(ds.qm9_index[split_by_qm9_index(ds)[2]].tolist())
+    assert chosen == {q for q in test_qm9 if q % 50 and q not in (3, 5)}
+    assert specs[0].atoms()[0].tolist() == [1, 1]
+    from pyscf_qhflow.cli.label import _labelled_qm9
+    assert _labelled_qm9([str(tmp_path)]) == set(range(1, 600))
+    with pytest.raises(ValueError, match="split must be one of"):
+        label.molecules_from_qm9(1, None, split="holdout")

@@ -171,3 +171,23 @@ def test_set_num_steps_changes_the_default_k(water):
     np.testing.assert_allclose(model.predict_fock(water, num_steps=2), k2, atol=1e-8)
     with pytest.raises(ValueError, match="num_steps must be >= 0"):
         model.set_num_steps(-1)
+
+
+def test_compiled_network_predicts_the_same(water, cached_hinit):
+    """compile_net() goes through torch.compile (TorchDynamo; the 'eager' backend keeps
+    the test fast, the inductor default is measured in benchmarks/bench_model.py) and
+    leaves predictions and the state_dict unchanged."""
+    model = QHFlowModel.from_config("tiny", seed=1).to(torch.float64).eval()
+    keys_before = list(model.state_dict())
+    plain = model.predict_fock(water, num_steps=0)
+    torch._dynamo.reset()
+    calls = {"n": 0}
+
+    def counting_backend(gm, example_inputs):
+        calls["n"] += 1
+        return gm.forward
+
+    assert model.compile_net(backend=counting_backend).is_compiled
+    np.testing.assert_allclose(model.predict_fock(water, num_steps=0), plain, rtol=0, atol=1e-10)
+    assert calls["n"] > 0, "torch.compile never saw a graph"
+    assert list(model.state_dict()) == keys_before

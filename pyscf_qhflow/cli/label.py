@@ -5,6 +5,8 @@ Examples::
     qhflow label examples/ --out labels/                       # .xyz files
     qhflow label --qm9 1:20000 --qm9-sample 500 --out labels/   # needs qm9pack
     qhflow label --qm9 1:20000 --qm9-sample 500 --out labels/ --shard 3/8   # job array
+    qhflow label --qm9 1: --qm9-sample 25 --qm9-split test \
+        --exclude-shards ../shared/data --out labels_test/        # grow the test split
 """
 from __future__ import annotations
 
@@ -36,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(multiples of 50 are always skipped)")
     parser.add_argument("--qm9-sample", type=int, default=None, metavar="N",
                         help="a random draw of N molecules from that range (see --seed)")
+    parser.add_argument("--qm9-split", choices=["train", "val", "test"], default=None,
+                        help="only QM9 molecules that the train/val/test split rule "
+                             "(seed 0) puts in this split, e.g. to grow the test set")
+    parser.add_argument("--exclude-shards", action="append", default=[], metavar="SHARDS",
+                        help="skip QM9 molecules already in these shards "
+                             "(directory or glob; repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output directory of shards")
     parser.add_argument("--xc", default="b3lyp")
@@ -52,6 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _labelled_qm9(sources: list[str]) -> set[int]:
+    """QM9 indices present in the shards of ``sources``."""
+    import h5py
+
+    from ..data.shards import find_shards
+    found: set[int] = set()
+    for source in sources:
+        for path in find_shards(source):
+            with h5py.File(path, "r") as f:
+                found.update(int(q) for q in f["qm9_index"][:])
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.label import label_to_shards, molecules_from_qm9, molecules_from_xyz
     if not args.inputs and args.qm9 is None:
@@ -61,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         specs = molecules_from_xyz(args.inputs) if args.inputs else []
         source = "xyz files" if args.inputs else ""
         if args.qm9 is not None:
-            specs += molecules_from_qm9(*args.qm9, sample=args.qm9_sample, seed=args.seed)
+            specs += molecules_from_qm9(*args.qm9, sample=args.qm9_sample, seed=args.seed,
+                                        split=args.qm9_split,
+                                        exclude=_labelled_qm9(args.exclude_shards))
             source = "QM9 geometries (B3LYP/6-31G(2df,p) optimized), via qm9pack"
         counts = label_to_shards(specs, args.out, xc=args.xc, basis=args.basis,
                                  grid_level=args.grid_level, conv_tol=args.conv_tol,

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import check_geometry
 from ..hinit import protocol_ks
-from .shards import dense_to_tril
+from .shards import SPLIT_NAMES, dense_to_tril, split_of_key
 
 __all__ = ["label_molecule", "write_shard", "shard_attrs", "MoleculeSpec",
            "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY"]
@@ -231,27 +231,47 @@ def molecules_from_xyz(inputs: Iterable[str | os.PathLike]) -> list[MoleculeSpec
     return specs
 
 
-def _import_qm9pack():
-    try:
-        import qm9pack
-    except ImportError:
+def _qm9pack_table():
+    """QM9 as a pandas table (Index, SMILES, Elements, XYZ_Ang) from ``qm9pack``'s CSVs.
+
+    The CSVs are read directly: ``import qm9pack`` needs ``pkg_resources``,
+    which recent setuptools no longer ship.
+    """
+    import importlib.util
+    spec = importlib.util.find_spec("qm9pack")
+    if spec is None or not spec.submodule_search_locations:
         raise ImportError("QM9 input needs the optional package qm9pack: "
-                          "pip install pyscf-qhflow[data]") from None
-    return qm9pack
+                          "pip install pyscf-qhflow[data]")
+    import pandas as pd
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    parts = sorted(data.glob("qm9_part*.csv"))
+    if not parts:
+        raise FileNotFoundError(f"qm9pack has no qm9_part*.csv files in {data}")
+    cols = ["Index", "SMILES", "Elements", "XYZ_Ang"]
+    return pd.concat([pd.read_csv(f, usecols=cols) for f in parts], ignore_index=True)
 
 
 def molecules_from_qm9(start: int = 1, stop: int | None = None, sample: int | None = None,
-                       seed: int = 0) -> list[MoleculeSpec]:
+                       seed: int = 0, split: str | None = None,
+                       exclude: Iterable[int] = ()) -> list[MoleculeSpec]:
     """QM9 geometries from ``qm9pack`` with index in [start, stop), never a multiple of 50.
 
+    ``split``: keep only molecules that :func:`~pyscf_qhflow.data.shards.split_by_qm9_index`
+    (default fractions, seed 0) puts in ``'train'``, ``'val'`` or ``'test'``,
+    e.g. to grow the test split.  ``exclude``: QM9 indices to skip (already labelled).
     ``sample``: a random draw of that many (``numpy.random.default_rng(seed)``),
     in draw order; else all, in index order.
     """
-    qm9pack = _import_qm9pack()
-    df = qm9pack.get_data("qm9")  # pandas DataFrame: Index, SMILES, Elements, XYZ_Ang, ...
+    df = _qm9pack_table()
     index = df["Index"].to_numpy(np.int64)
     keep = (index >= start) & ((index < stop) if stop is not None else True)
     keep &= index % HELD_OUT_EVERY != 0
+    keep &= ~np.isin(index, np.fromiter(exclude, np.int64))
+    if split is not None:
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
+        want = SPLIT_NAMES.index(split)
+        keep[keep] = [split_of_key(f"qm9:{q}") == want for q in index[keep]]
     rows = np.flatnonzero(keep)
     if sample is not None:
         if sample > len(rows):

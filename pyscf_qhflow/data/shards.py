@@ -50,7 +50,8 @@ from .. import keys
 
 __all__ = ["SHARD_PATTERN", "find_shards", "read_protocol", "check_protocol",
            "default_cache_dir", "tril_to_dense", "dense_to_tril", "ShardDataset",
-           "HInitCache", "precompute_hinit", "split_by_qm9_index"]
+           "HInitCache", "precompute_hinit", "split_by_qm9_index", "split_of_key",
+           "SPLIT_NAMES"]
 
 log = logging.getLogger(__name__)
 
@@ -556,16 +557,33 @@ def split_by_qm9_index(dataset: ShardDataset, fractions: Sequence[float] = (0.8,
     are hashed by their geometry instead.  Split sizes follow ``fractions``
     only on average.
     """
+    _check_fractions(fractions)
+    bucket = np.array([split_of_key(_split_key(dataset, i), fractions, seed)
+                       for i in range(len(dataset))], dtype=np.int64)
+    return tuple(np.flatnonzero(bucket == b) for b in range(3))
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     fr = np.asarray(fractions, dtype=np.float64)
     if fr.shape != (3,) or np.any(fr < 0) or abs(fr.sum() - 1.0) > 1e-9:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, "
                          f"got {tuple(fractions)}")
-    u = np.empty(len(dataset))
-    for i in range(len(dataset)):
-        h = hashlib.blake2b(f"{seed}:{_split_key(dataset, i)}".encode(), digest_size=8)
-        u[i] = int.from_bytes(h.digest(), "little") / 2.0**64
-    bucket = np.searchsorted(np.cumsum(fr)[:2], u, side="right")  # [n] 0, 1 or 2
-    return tuple(np.flatnonzero(bucket == b) for b in range(3))
+    return fr
+
+
+def split_of_key(key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> int:
+    """Split (0 train, 1 val, 2 test) of one molecule key, e.g. ``"qm9:123"``.
+
+    The rule behind :func:`split_by_qm9_index`; exposed so that new molecules
+    can be labelled for a chosen split (``qhflow label --qm9-split test``).
+    """
+    fr = _check_fractions(fractions)
+    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8)
+    u = int.from_bytes(h.digest(), "little") / 2.0**64
+    return int(np.searchsorted(np.cumsum(fr)[:2], u, side="right"))
 
 
 # ------------------------------------------------------------------ entry point

@@ -52,6 +52,9 @@ def _fit_points(l: int) -> tuple[torch.Tensor, torch.Tensor]:
     return pts, torch.linalg.pinv(y)
 
 
+# kept out of torch.compile: tracing e3nn's harmonics with symbolic shapes overflows
+# sympy's recursion, and these small per-edge matrices are not where the time goes
+@torch.compiler.disable
 def wigner_D(l: int, rotation: torch.Tensor) -> torch.Tensor:
     """D_l(R) for rotations R of shape [..., 3, 3] (e3nn frame) -> [..., 2l+1, 2l+1].
 
