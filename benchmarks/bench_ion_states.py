@@ -60,7 +60,7 @@ def converge_and_check(mol, guess: str, xc: str, max_follow: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shards", required=True)
+    p.add_argument("--shards", required=True, nargs="+")
     p.add_argument("--limit", type=int, default=2)
     p.add_argument("--charge", type=int, default=1)
     p.add_argument("--xc", default="b3lyp")

@@ -119,7 +119,7 @@ def finite_difference_check(rec, model, grid_level: int, step: float = 1e-3) -> 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shards", required=True)
+    p.add_argument("--shards", required=True, nargs="+")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, default=30)
     p.add_argument("--model", default="default")

@@ -77,7 +77,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shards", required=True)
+    p.add_argument("--shards", required=True, nargs="+")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=3)
     p.add_argument("--model", default="default")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|---|---|---|---|"]
     for name, extra in chosen.items():
         out = Path(args.out) / slug(name)
-        cmd = ["bench", "scf", "--shards", args.shards, "--split", args.split,
+        cmd = ["bench", "scf", "--shards", *args.shards, "--split", args.split,
                "--limit", str(args.limit), "--model", args.model, "--guesses", "qhflow",
                "minao", "--no-limit", "--no-plots", "--out", str(out), *extra]
         if args.num_steps is not None:

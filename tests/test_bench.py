@@ -55,15 +55,15 @@ def test_bench_plots(tiny_checkpoint, tmp_path):
 
 
 def test_bench_accuracy_end_to_end(tiny_checkpoint, tmp_path):
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    records = []
-    for name in ("water", "methane"):
+    # two shard directories (shared data + own labels), as --shards A B
+    dirs = [tmp_path / "shared", tmp_path / "own"]
+    for d, name in zip(dirs, ("water", "methane")):
+        d.mkdir()
         lab = label_molecule(EXAMPLES / f"{name}.xyz", grid_level=1)
-        records.append({**lab, "qm9_index": -1})
-    write_shard(shards / "qm9_b3lyp_def2svp_000.h5", records, shard_attrs(grid_level=1))
+        write_shard(d / "qm9_b3lyp_def2svp_000.h5", [{**lab, "qm9_index": -1}],
+                    shard_attrs(grid_level=1))
     out = tmp_path / "acc"
-    assert main(["bench", "accuracy", "--shards", str(shards), "--split", "all",
+    assert main(["bench", "accuracy", "--shards", *map(str, dirs), "--split", "all",
                  "--model", str(tiny_checkpoint), "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "accuracy.csv").open()))
     assert {r["source"] for r in rows} == {"qhflow", "hinit"} and len(rows) == 4

@@ -42,7 +42,8 @@ def _add_num_steps(parser) -> None:
 def _add_sources(parser, xyz: bool = True) -> None:
     if xyz:
         parser.add_argument("inputs", nargs="*", help=".xyz files or directories of them")
-    parser.add_argument("--shards", help="directory or glob of labelled HDF5 shards")
+    parser.add_argument("--shards", nargs="+", default=None, metavar="SHARDS",
+                        help="directories or globs of labelled HDF5 shards")
     parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                         help="which split of the shards (by QM9 index; default test)")
     parser.add_argument("--limit", type=int, default=None, help="first N molecules only")
