@@ -12,6 +12,11 @@ reason)`` and a ``name``.  The guess density is built as PySCF builds its own
 from a Fock matrix: ``mf.eig(F, S)`` -> ``mf.get_occ`` -> ``mf.make_rdm1``
 (keeping the mo_coeff/mo_occ tags), with the same spatial Fock matrix for both
 spins of UHF/UKS, so the molecule's own charge and spin set the occupations.
+
+Open-shell ions can have several stable UKS minima.  The qhflow start need not
+reach the one MinAO's start reaches: for a QM9 cation it reached a minimum
+7 mHa lower, both internally stable (``benchmarks/bench_ion_states.py``).  Use
+``init_guess='minao'`` where MinAO's state is wanted.
 """
 from __future__ import annotations
 
