@@ -557,8 +557,8 @@ def split_by_qm9_index(dataset: ShardDataset, fractions: Sequence[float] = (0.8,
     are hashed by their geometry instead.  Split sizes follow ``fractions``
     only on average.
     """
-    _check_fractions(fractions)
-    bucket = np.array([split_of_key(_split_key(dataset, i), fractions, seed)
+    bounds = _split_bounds(fractions)
+    bucket = np.array([_bucket(_split_key(dataset, i), bounds, seed)
                        for i in range(len(dataset))], dtype=np.int64)
     return tuple(np.flatnonzero(bucket == b) for b in range(3))
 
@@ -566,12 +566,19 @@ def split_by_qm9_index(dataset: ShardDataset, fractions: Sequence[float] = (0.8,
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
+def _split_bounds(fractions: Sequence[float]) -> np.ndarray:
+    """Checked fractions -> the two cumulative bounds (train | val | test) in [0, 1]."""
     fr = np.asarray(fractions, dtype=np.float64)
     if fr.shape != (3,) or np.any(fr < 0) or abs(fr.sum() - 1.0) > 1e-9:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, "
                          f"got {tuple(fractions)}")
-    return fr
+    return np.cumsum(fr)[:2]
+
+
+def _bucket(key: str, bounds: np.ndarray, seed: int) -> int:
+    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8)
+    u = int.from_bytes(h.digest(), "little") / 2.0**64
+    return int(np.searchsorted(bounds, u, side="right"))
 
 
 def split_of_key(key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> int:
@@ -580,10 +587,7 @@ def split_of_key(key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: i
     The rule behind :func:`split_by_qm9_index`; exposed so that new molecules
     can be labelled for a chosen split (``qhflow label --qm9-split test``).
     """
-    fr = _check_fractions(fractions)
-    h = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8)
-    u = int.from_bytes(h.digest(), "little") / 2.0**64
-    return int(np.searchsorted(np.cumsum(fr)[:2], u, side="right"))
+    return _bucket(key, _split_bounds(fractions), seed)
 
 
 # ------------------------------------------------------------------ entry point
