@@ -180,12 +180,15 @@ def fock_metrics(fock_pred: np.ndarray, fock_ref: np.ndarray, overlap: np.ndarra
     """Accuracy of a predicted Fock matrix against the reference (same S; Hartree).
 
     Returns H MAE (micro-Hartree, all nao^2 entries), occupied orbital-energy
-    MAE, HOMO/LUMO/gap absolute errors (milli-Hartree), and the mean |<c_i|S|c_i'>|
-    of the occupied orbitals.
+    MAE, HOMO/LUMO/gap absolute errors (milli-Hartree), the mean |<c_i|S|c_i'>|
+    of the occupied orbitals, and the error of the aufbau density the guess
+    would start from, ``sqrt(Tr[(D - D*) S (D - D*) S])`` (the Frobenius norm in
+    an orthonormal AO basis; D = 2 C_occ C_occ^T, electrons).
     """
     e_p, c_p = scipy.linalg.eigh(fock_pred, overlap)
     e_r, c_r = scipy.linalg.eigh(fock_ref, overlap)
     occ_sim = np.abs(np.einsum("pi,pq,qi->i", c_p[:, :nocc], overlap, c_r[:, :nocc]))
+    dm_diff_s = 2.0 * (c_p[:, :nocc] @ c_p[:, :nocc].T - c_r[:, :nocc] @ c_r[:, :nocc].T) @ overlap
     homo, lumo = nocc - 1, nocc
     return {
         "h_mae_uha": float(np.abs(fock_pred - fock_ref).mean() * 1e6),
@@ -194,11 +197,13 @@ def fock_metrics(fock_pred: np.ndarray, fock_ref: np.ndarray, overlap: np.ndarra
         "lumo_err_mha": float(abs(e_p[lumo] - e_r[lumo]) * 1e3),
         "gap_err_mha": float(abs((e_p[lumo] - e_p[homo]) - (e_r[lumo] - e_r[homo])) * 1e3),
         "occ_cosine": float(occ_sim.mean()),
+        "density_err": float(np.sqrt(max(np.trace(dm_diff_s @ dm_diff_s), 0.0))),
     }
 
 
 ACCURACY_FIELDS = ["molecule", "natm", "nao", "source", "h_mae_uha", "occ_eps_mae_mha",
-                   "homo_err_mha", "lumo_err_mha", "gap_err_mha", "occ_cosine"]
+                   "homo_err_mha", "lumo_err_mha", "gap_err_mha", "occ_cosine",
+                    "density_err"]
 
 
 def bench_accuracy(dataset, indices, model, csv_path: str | Path,
@@ -248,11 +253,17 @@ def summarize_accuracy(rows: list[dict]) -> str:
     """Markdown table of mean metrics per source (qhflow model, H_init baseline)."""
     keys = ACCURACY_FIELDS[4:]
     lines = ["| source | molecules | H MAE (µHa) | occ. ε MAE (mHa) | HOMO err (mHa) | "
-             "LUMO err (mHa) | gap err (mHa) | occ. cosine |",
-             "|---|---|---|---|---|---|---|---|"]
+             "LUMO err (mHa) | gap err (mHa) | occ. cosine | density err (mean) | (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for source in dict.fromkeys(r["source"] for r in rows):
         sel = [r for r in rows if r["source"] == source]
-        means = [statistics.mean(float(r[k]) for r in sel) for k in keys]
+        # rows written before density_err existed have no value for it
+        means = [statistics.mean(float(r[k]) for r in sel if r.get(k) not in (None, ""))
+                 if any(r.get(k) not in (None, "") for r in sel) else float("nan")
+                 for k in keys]
+        dens = [float(r["density_err"]) for r in sel if r.get("density_err") not in (None, "")]
+        median = statistics.median(dens) if dens else float("nan")
         lines.append(f"| {source} | {len(sel)} | {means[0]:.1f} | {means[1]:.3f} | "
-                     f"{means[2]:.3f} | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.5f} |")
+                     f"{means[2]:.3f} | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.5f} | "
+                     f"{means[6]:.4f} | {median:.4f} |")
     return "\n".join(lines)

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 __all__ = ["CheckpointError", "FORMAT", "DEFAULT_WEIGHTS", "tensor_digest",
-           "save_checkpoint", "read_checkpoint", "load_model", "save_training_state",
-           "load_training_state"]
+           "save_checkpoint", "read_checkpoint", "update_checkpoint", "load_model",
+           "save_training_state", "load_training_state"]
 
 FORMAT = "pyscf-qhflow-checkpoint"
 FORMAT_VERSION = 1
@@ -104,6 +104,30 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: sha256 of the weights is {digest}, the card says "
                               f"{expected}: the file is corrupt or was modified")
     return obj
+
+
+def update_checkpoint(path: str | Path, config: dict | None = None,
+                      card: dict | None = None) -> dict:
+    """Change inference options of a checkpoint in place; the weights stay byte-identical.
+
+    ``config`` updates top-level config fields (e.g. ``{"overlap_damping": 0.01}``),
+    ``card`` updates model-card fields.  The file is verified first, the new
+    config validated, and the file replaced atomically; its sha256 (of the
+    tensors) does not change.  Returns the new card.
+    """
+    from .model import ModelConfig
+
+    path = Path(path)
+    obj = read_checkpoint(path)
+    new_config = {**obj["config"], **(config or {})}
+    try:
+        ModelConfig.from_dict(new_config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: the updated config is invalid: {err}") from err
+    obj["config"] = new_config
+    obj["card"] = {**obj["card"], **(card or {}), "sha256": obj["card"]["sha256"]}
+    _atomic_save(obj, path)
+    return obj["card"]
 
 
 def load_model(name_or_path: str | Path = "default", device: str | torch.device | None = None,

@@ -9,7 +9,13 @@ Presets are JSON files in ``pyscf_qhflow/configs/`` (``tiny``, ``small``,
 ``medium``)::
 
     {"name": ..., "net": {NetConfig fields}, "flow": {FlowConfig fields},
-     "protocol": {"xc": "b3lyp", "basis": "def2-svp", "elements": [1, 6, 7, 8, 9]}}
+     "protocol": {"xc": "b3lyp", "basis": "def2-svp", "elements": [1, 6, 7, 8, 9]},
+     "overlap_damping": 0.0}
+
+``overlap_damping`` (tau, optional, default 0 = off) damps the predicted
+residual along near-null directions of S (:mod:`pyscf_qhflow.overlap_damping`);
+like the flow's K it is an inference option chosen on the validation split
+after training (``benchmarks/tune_overlap_damping.py``).
 
 Unknown keys anywhere are an error (:class:`ModelConfig`).
 """
@@ -60,6 +66,11 @@ class ModelConfig:
     net: dict = field(default_factory=dict)
     flow: FlowConfig = field(default_factory=FlowConfig)
     protocol: Protocol = field(default_factory=Protocol)
+    overlap_damping: float = 0.0  # tau of W R W, W = S (S + tau)^-1 (inference only)
+
+    def __post_init__(self):
+        if not self.overlap_damping >= 0:
+            raise ValueError(f"overlap_damping must be >= 0, got {self.overlap_damping}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -68,7 +79,8 @@ class ModelConfig:
             raise ValueError("the model config needs a 'name'")
         return cls(name=str(d["name"]), net=dict(d.get("net", {})),
                    flow=FlowConfig.from_dict(d.get("flow", {})),
-                   protocol=Protocol.from_dict(d.get("protocol", {})))
+                   protocol=Protocol.from_dict(d.get("protocol", {})),
+                   overlap_damping=float(d.get("overlap_damping", 0.0)))
 
     @classmethod
     def preset(cls, name: str) -> "ModelConfig":
@@ -80,7 +92,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return {"name": self.name, "net": dict(self.net), "flow": self.flow.to_dict(),
                 "protocol": {**asdict(self.protocol),
-                             "elements": list(self.protocol.elements)}}
+                             "elements": list(self.protocol.elements)},
+                "overlap_damping": self.overlap_damping}
 
 
 def _build_net(net_options: dict, protocol: Protocol, layout: BasisLayout):
@@ -181,6 +194,15 @@ class QHFlowModel(torch.nn.Module):
         self.config = replace(self.config, flow=replace(self.config.flow,
                                                         num_steps=int(num_steps)))
 
+    @property
+    def overlap_damping(self) -> float:
+        """tau of the residual's overlap damping (:mod:`pyscf_qhflow.overlap_damping`)."""
+        return self.config.overlap_damping
+
+    def set_overlap_damping(self, tau: float) -> None:
+        """Damp the residual with ``tau`` from now on (0 = off); see :mod:`~pyscf_qhflow.overlap_damping`."""
+        self.config = replace(self.config, overlap_damping=float(tau))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -271,4 +293,5 @@ class QHFlowModel(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, xc={self.xc!r}, basis={self.basis!r}, "
                 f"irreps_block={self.basis_layout.irreps_str!r}, cutoff={self.cutoff}, "
-                f"pair_cutoff={self.pair_cutoff}, flow={self.flow}")
+                f"pair_cutoff={self.pair_cutoff}, flow={self.flow}, "
+                f"overlap_damping={self.overlap_damping}")

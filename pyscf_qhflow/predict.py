@@ -12,7 +12,9 @@
 5. flow sampling under ``torch.no_grad`` (K Euler steps, see :mod:`pyscf_qhflow.flow`)
    -> residual blocks F* - H_init;
 6. blocks -> dense residual in PySCF order (:func:`~pyscf_qhflow.batching.unbatch_fock`);
-7. F = H_init + residual, symmetrised, float64 (Hartree).
+7. damp the residual along near-null directions of S (``W R W``,
+   :mod:`pyscf_qhflow.overlap_damping`, when ``model.overlap_damping > 0``),
+   then F = H_init + residual, symmetrised, float64 (Hartree).
 
 Timings (seconds per step) go into the ``timings`` dict when one is given.
 """
@@ -28,6 +30,7 @@ from pyscf.lib import logger
 from . import hinit
 from .aolayout import MolLayout, UnsupportedMoleculeError
 from .batching import make_batch, unbatch_fock
+from .overlap_damping import damp_residual
 from .scf_guess import check_input
 
 __all__ = ["hinit_and_overlap", "predict_fock", "predict_fock_batch"]
@@ -93,11 +96,12 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
     finally:
         model.train(was_training)
     lap("network")
-    # 6.-7. dense residual in PySCF order, F = H_init + residual
+    # 6.-7. dense residual in PySCF order, damped, F = H_init + residual
     residuals = unbatch_fock(res_on, res_off, info)
+    tau = float(getattr(model, "overlap_damping", 0.0))
     focks = []
-    for (h, _), r in zip(hs, residuals):
-        f = h + r
+    for (h, s), r in zip(hs, residuals):
+        f = h + damp_residual(r, s, tau)
         focks.append(np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64))
     lap("assemble")
     logger.debug(mols[0], "qhflow predict (%d molecules, model %s): %s", len(mols),

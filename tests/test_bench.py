@@ -86,6 +86,21 @@ def test_fock_metrics_of_the_reference_are_zero(water):
     shifted = fock_metrics(f + 1e-3 * mf.get_ovlp(), f, mf.get_ovlp(), water.nelectron // 2)
     assert np.isclose(shifted["occ_eps_mae_mha"], 1.0)  # F + cS shifts every level by c
     assert shifted["gap_err_mha"] < 1e-9
+    assert m["density_err"] < 1e-10 and shifted["density_err"] < 1e-8
+
+
+def test_density_error_counts_a_swapped_orbital(water):
+    """Lifting the HOMO above the LUMO swaps one doubly occupied orbital: ||dD|| = 2 sqrt(2)."""
+    from pyscf import scf
+
+    from pyscf_qhflow.benchmark import fock_metrics
+    mf = scf.RHF(water)
+    mf.kernel()
+    f, s = mf.get_fock(), mf.get_ovlp()
+    homo = mf.mo_coeff[:, water.nelectron // 2 - 1]
+    lifted = f + 5.0 * s @ np.outer(homo, homo) @ s  # the HOMO's energy + 5 Ha
+    m = fock_metrics(lifted, f, s, water.nelectron // 2)
+    assert np.isclose(m["density_err"], 2 * np.sqrt(2), atol=1e-8)
 
 
 def test_bench_scf_cation_without_limit(tiny_checkpoint, tmp_path):

@@ -8,7 +8,8 @@ import torch
 import pyscf_qhflow
 from pyscf_qhflow import checkpoint
 from pyscf_qhflow.checkpoint import (CheckpointError, load_model, load_training_state,
-                                     read_checkpoint, save_checkpoint, save_training_state)
+                                     read_checkpoint, save_checkpoint, save_training_state,
+                                     update_checkpoint)
 from pyscf_qhflow.model import QHFlowModel
 
 
@@ -45,6 +46,26 @@ def test_save_load_gives_identical_predictions(model, saved, water, monkeypatch)
     f1 = model.predict_fock(water)
     f2 = loaded.predict_fock(water)
     np.testing.assert_array_equal(f1, f2)
+
+
+def test_update_checkpoint_changes_options_not_weights(saved, tmp_path):
+    import shutil
+    path = tmp_path / "copy.pt"
+    shutil.copy(saved[0], path)
+    before = read_checkpoint(path)
+    card = update_checkpoint(path, config={"overlap_damping": 0.01},
+                             card={"overlap_damping": "chosen in a unit test"})
+    after = read_checkpoint(path)  # verifies the sha256 of the tensors again
+    assert card["sha256"] == before["card"]["sha256"] == after["card"]["sha256"]
+    assert after["config"]["overlap_damping"] == 0.01
+    assert after["card"]["overlap_damping"] == "chosen in a unit test"
+    assert after["card"]["steps"] == 7  # the rest of the card is kept
+    for name, t in before["state_dict"].items():
+        assert torch.equal(t, after["state_dict"][name])
+    assert load_model(path, device="cpu").overlap_damping == 0.01
+    with pytest.raises(CheckpointError, match="overlap_damping must be >= 0"):
+        update_checkpoint(path, config={"overlap_damping": -1})
+    assert read_checkpoint(path)["config"]["overlap_damping"] == 0.01  # untouched
 
 
 def test_checkpoint_is_loadable_with_weights_only(saved):
