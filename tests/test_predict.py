@@ -68,9 +68,13 @@ def test_float32_model_returns_float64(water, cached_hinit):
     np.testing.assert_array_equal(f, f.T)
 
 
-@pytest.mark.parametrize("num_steps, reflect", [(0, False), (3, False), (0, True)])
-def test_prediction_is_equivariant(model64, monkeypatch, num_steps, reflect):
-    """F(R x) = D F(x) D^T when the rotated molecule gets D H_init D^T as input."""
+@pytest.mark.parametrize("num_steps, reflect, tau",
+                         [(0, False, 0.0), (3, False, 0.0), (0, True, 0.0), (2, True, 1e-2)])
+def test_prediction_is_equivariant(model64, monkeypatch, num_steps, reflect, tau):
+    """F(R x) = D F(x) D^T when the rotated molecule gets D H_init D^T as input
+    (also with the residual's overlap damping, which depends on S)."""
+    monkeypatch.setattr(model64, "config", model64.config)  # restored after the test
+    model64.set_overlap_damping(tau)
     mol = example_mol("ethanol")
     rot = random_rotation(7, reflect)
     assert np.linalg.det(rot) == pytest.approx(-1.0 if reflect else 1.0)
