@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     p.add_argument("--shards", required=True, nargs="+")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, default=30)
+    p.add_argument("--start", type=int, default=0,
+                   help="skip the first N molecules of the split (to share the "
+                        "--limit list between processes, each with its own --out)")
     p.add_argument("--model", default="default")
     p.add_argument("--grid-level", type=int, default=3)
     p.add_argument("--out", default="benchmarks/out/oneshot")
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     ds = ShardDataset(find_shards(args.shards))
     idx = list(dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split])
-    idx = idx[:args.limit]
+    idx = idx[args.start:args.limit]
     if args.fd:
         print(finite_difference_check(ds[idx[0]], model, args.grid_level))
         return 0
