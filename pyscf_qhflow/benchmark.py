@@ -203,7 +203,7 @@ def fock_metrics(fock_pred: np.ndarray, fock_ref: np.ndarray, overlap: np.ndarra
 
 ACCURACY_FIELDS = ["molecule", "natm", "nao", "source", "h_mae_uha", "occ_eps_mae_mha",
                    "homo_err_mha", "lumo_err_mha", "gap_err_mha", "occ_cosine",
-                    "density_err"]
+                   "density_err"]
 
 
 def bench_accuracy(dataset, indices, model, csv_path: str | Path,
@@ -249,6 +249,11 @@ def bench_accuracy(dataset, indices, model, csv_path: str | Path,
         return list(csv.DictReader(f))
 
 
+def _present(rows: list[dict], key: str) -> list[float]:
+    """``key`` of every row that has it (CSVs written before density_err lack that column)."""
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
 def summarize_accuracy(rows: list[dict]) -> str:
     """Markdown table of mean metrics per source (qhflow model, H_init baseline)."""
     keys = ACCURACY_FIELDS[4:]
@@ -257,11 +262,9 @@ def summarize_accuracy(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for source in dict.fromkeys(r["source"] for r in rows):
         sel = [r for r in rows if r["source"] == source]
-        # rows written before density_err existed have no value for it
-        means = [statistics.mean(float(r[k]) for r in sel if r.get(k) not in (None, ""))
-                 if any(r.get(k) not in (None, "") for r in sel) else float("nan")
-                 for k in keys]
-        dens = [float(r["density_err"]) for r in sel if r.get("density_err") not in (None, "")]
+        values = {k: _present(sel, k) for k in keys}
+        means = [statistics.mean(values[k]) if values[k] else float("nan") for k in keys]
+        dens = values["density_err"]
         median = statistics.median(dens) if dens else float("nan")
         lines.append(f"| {source} | {len(sel)} | {means[0]:.1f} | {means[1]:.3f} | "
                      f"{means[2]:.3f} | {means[3]:.3f} | {means[4]:.3f} | {means[5]:.5f} | "
