@@ -55,7 +55,7 @@ def summarize(rows: list[dict]) -> dict:
     by_mol: dict[str, dict[str, dict]] = {}
     for r in rows:
         by_mol.setdefault(r["molecule"], {})[r["guess"]] = r
-    ratios, q_cyc, m_cyc, fail_q, fail_m, off = [], [], [], 0, 0, 0
+    ratios, walls, q_cyc, m_cyc, fail_q, fail_m, off = [], [], [], [], 0, 0, 0
     for guesses in by_mol.values():
         m, q = guesses.get("minao"), guesses.get("qhflow")
         if m is None or q is None:
@@ -68,10 +68,13 @@ def summarize(rows: list[dict]) -> dict:
             q_cyc.append(int(q["cycles"]))
             m_cyc.append(int(m["cycles"]))
             ratios.append(int(q["cycles"]) / max(int(m["cycles"]), 1))
+            # wall time to convergence, the qhflow one including H_init and inference
+            walls.append(float(q["wall_s"]) / float(m["wall_s"]))
     return {"n": len(ratios), "minao": statistics.mean(m_cyc) if m_cyc else float("nan"),
             "qhflow": statistics.mean(q_cyc) if q_cyc else float("nan"),
             "ratio": statistics.mean(ratios) if ratios else float("nan"),
             "median": statistics.median(ratios) if ratios else float("nan"),
+            "wall": statistics.mean(walls) if walls else float("nan"),
             "fail_q": fail_q, "fail_m": fail_m, "off": off}
 
 
@@ -89,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {k: v for k, v in SETTINGS.items()
               if args.settings is None or slug(k) in args.settings}
     lines = ["| setting | molecules | minao cycles | qhflow cycles | qhflow / minao (mean) "
-             "| (median) | qhflow failures | minao failures | energy off > 1e-7 Ha |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| (median) | wall / minao (mean) | qhflow failures | minao failures "
+             "| energy off > 1e-7 Ha |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, extra in chosen.items():
         out = Path(args.out) / slug(name)
         cmd = ["bench", "scf", "--shards", *args.shards, "--split", args.split,
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         s = summarize(list(csv.DictReader((out / "scf.csv").open())))
         lines.append(f"| {name} | {s['n']} | {s['minao']:.1f} | {s['qhflow']:.1f} | "
-                     f"{s['ratio']:.0%} | {s['median']:.0%} | {s['fail_q']} | {s['fail_m']} "
+                     f"{s['ratio']:.0%} | {s['median']:.0%} | {s['wall']:.0%} | {s['fail_q']} "
+                     f"| {s['fail_m']} "
                      f"| {s['off']} |")
         # rewritten after every setting, so a stopped run keeps what it measured
         (Path(args.out) / "transfer.md").write_text("\n".join(lines) + "\n")

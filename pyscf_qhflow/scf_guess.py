@@ -153,36 +153,67 @@ def _projected_density(mf, mol, mol_model, fock_model: np.ndarray):
     return dm, nelec_guess
 
 
-def _protocol_hinit(mf, mol, model):
-    """H_init computed with ``mf`` itself when ``mf`` runs the model's own protocol.
+def _hinit_beside(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
+    """H_init of ``mol`` in the model's protocol, built beside the SCF object ``mf``.
 
-    An RKS object with the model's functional, basis and grid builds the very
-    same MinAO-density Fock matrix as :func:`pyscf_qhflow.hinit.minao_fock`, and
-    building it here leaves the grids and two-electron integrals in ``mf`` for
-    the SCF that follows.  Returns None when the protocols differ (then the
-    model computes H_init itself) or the predictor takes no ``hinit``.
+    H_init needs the two-electron integrals and a DFT grid; the SCF that
+    follows needs the same integrals, and the same grid when it is a
+    restricted KS calculation with the protocol's grid settings.  So a
+    :func:`~pyscf_qhflow.hinit.protocol_ks` object borrows what ``mf`` already
+    holds, builds the rest, and hands it back: neither is computed twice.
+    (A separate in-core ERI build costs about two Fock builds on a QM9
+    molecule, which made HF and other functionals slower than MinAO.)
+
+    * integrals: shared when ``mf`` keeps them in core (PySCF's own rule,
+      ``_is_mem_enough`` under ``mf.max_memory``);
+    * grids: shared only with a restricted closed-shell KS ``mf`` whose grid
+      settings are the protocol's.  Both then build and prune the grid with the
+      same rule (pruning uses the first closed-shell density), so the SCF runs
+      on the grid it would have built itself.
+
+    Returns ``(fock, shared)``, ``shared`` naming what was shared; ``(None, [])``
+    when the predictor takes no ``hinit``, has no ``xc``, or ``mf`` uses density
+    fitting (its integrals are not the protocol's exact ones); the model then
+    builds H_init on its own.
     """
     import inspect
 
     from pyscf.dft import rks
+    from pyscf.scf import rohf, uhf
 
     from .hinit import protocol_ks
     try:
         if "hinit" not in inspect.signature(model.predict_fock).parameters:
-            return None
+            return None, []
     except (TypeError, ValueError):
-        return None
+        return None, []
     xc = getattr(model, "xc", None)
-    if (xc is None or not isinstance(mf, rks.RKS) or getattr(mf, "with_df", None) is not None
-            or str(mf.xc).lower() != str(xc).lower()):
-        return None
-    ref = protocol_ks(mol, xc=xc).grids
+    if xc is None or getattr(mf, "with_df", None) is not None:
+        return None, []
+    ref = protocol_ks(mol, xc=xc)
+    ref.max_memory = mf.max_memory
+    ref.verbose = mf.verbose
+    ref.stdout = mf.stdout
+    t0 = (logger.process_clock(), logger.perf_counter())
+    shared = []
     grid_keys = ("level", "prune", "atom_grid", "radi_method", "becke_scheme",
                  "radii_adjust")
-    if any(getattr(mf.grids, k) != getattr(ref, k) for k in grid_keys):
-        return None
-    fock = mf.get_fock(dm=mf.init_guess_by_minao(mol))
-    return 0.5 * (fock + fock.T)
+    if (isinstance(mf, rks.KohnShamDFT) and not isinstance(mf, (uhf.UHF, rohf.ROHF))
+            and all(getattr(mf.grids, k) == getattr(ref.grids, k) for k in grid_keys)):
+        ref.grids = mf.grids
+        shared.append("grids")
+    if mf._eri is not None:
+        ref._eri = mf._eri
+    fock = ref.get_fock(dm=ref.init_guess_by_minao(mol))
+    if mf._eri is None and ref._eri is not None and (mol.incore_anyway or mf._is_mem_enough()):
+        mf._eri = ref._eri
+    if mf._eri is not None and mf._eri is ref._eri:
+        shared.append("integrals")
+    if "grids" in shared:
+        mf.grids = ref.grids  # pruning may hand back a new object
+    logger.timer(mf, f"qhflow H_init (minao Fock in {xc}; shared with the SCF: "
+                     f"{', '.join(shared) or 'nothing'})", *t0)
+    return 0.5 * (fock + fock.T), shared
 
 
 def _dm_ndim(mf) -> int:
@@ -222,7 +253,7 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     try:
         _check_supported(model, mol if mol_model is None else mol_model)
         t0 = time.perf_counter()
-        hinit = _protocol_hinit(mf, mol, model) if mol_model is None else None
+        hinit, hinit_shared = _hinit_beside(mf, mol, model) if mol_model is None else (None, [])
         target = mol if mol_model is None else mol_model
         fock = (model.predict_fock(target) if hinit is None
                 else model.predict_fock(target, hinit=hinit))
@@ -240,7 +271,7 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
         return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
                                   f"electrons, the molecule {mol.nelectron}")
     mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
-                      "hinit_from_scf_object": hinit is not None,
+                      "hinit_shared_with_scf": hinit_shared,
                       "nelec": nelec_guess,
                       "projected_from": None if mol_model is None else mol_model.basis}
     logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",

@@ -7,6 +7,7 @@ from pyscf import dft, gto, scf
 
 import pyscf_qhflow
 from pyscf_qhflow import config
+from pyscf_qhflow import hinit as hinit_module
 from pyscf_qhflow.aolayout import UnsupportedMoleculeError
 
 from conftest import example_mol
@@ -244,20 +245,65 @@ def test_empty_molecule_is_a_value_error():
         pyscf_qhflow.predict_fock(mol, model=CoreHamiltonian())
 
 
-def test_hinit_is_built_by_the_scf_object_in_the_model_protocol(water):
-    """An RKS object in the model's protocol builds H_init itself (grids reused)."""
+class RecordsHinit:
+    """Stand-in that takes H_init from the caller and predicts F = H_init."""
+
+    name = "stand-in-hinit"
+    xc = "b3lyp"
+
+    def __init__(self):
+        self.hinits = []
+
+    def predict_fock(self, mol, hinit=None):
+        self.hinits.append(hinit)
+        return hinit_module.minao_fock(mol, xc=self.xc) if hinit is None else hinit
+
+
+@pytest.mark.parametrize("make, shared", [
+    (lambda mol: dft.RKS(mol, xc="b3lyp"), ["grids", "integrals"]),  # the protocol itself
+    (lambda mol: dft.RKS(mol, xc="pbe0"), ["grids", "integrals"]),  # same grid, other xc
+    (lambda mol: scf.RHF(mol), ["integrals"]),  # no grid to share
+    (lambda mol: dft.UKS(mol, xc="b3lyp"), ["integrals"]),  # open-shell grids prune otherwise
+    (lambda mol: dft.RKS(mol, xc="b3lyp").density_fit(), []),  # DF: not the exact integrals
+])
+def test_hinit_shares_integrals_and_grids_with_the_scf(water, make, shared):
+    """H_init is the protocol's MinAO Fock, built once with what the SCF needs anyway."""
+    mf = make(water)
+    predictor = RecordsHinit()
+    mf.qhflow_model = predictor
+    mf.get_init_guess(key="qhflow")
+    assert mf.qhflow_info["used"] and mf.qhflow_info["hinit_shared_with_scf"] == shared
+    (given,) = predictor.hinits
+    if not shared:
+        assert given is None  # the model builds its own H_init
+        return
+    np.testing.assert_allclose(given, hinit_module.minao_fock(water), atol=1e-10)
+    assert mf._eri is not None  # kept: the SCF does not compute the integrals again
+    if "grids" in shared:
+        assert mf.grids.coords is not None
+
+
+def test_hinit_shared_grids_leave_the_scf_unchanged(water):
+    """An SCF whose grids and integrals H_init built converges as it does on its own."""
+    plain = dft.RKS(water, xc="pbe0")
+    plain.conv_tol = 1e-10
+    e_plain = plain.kernel()
+    mf = dft.RKS(water, xc="pbe0")
+    mf.conv_tol = 1e-10
+    mf.init_guess = "qhflow"
+    mf.qhflow_model = RecordsHinit()
+    assert abs(mf.kernel() - e_plain) < 1e-9
+    assert mf.qhflow_info["hinit_shared_with_scf"] == ["grids", "integrals"]
+
+
+def test_model_guess_with_shared_hinit_equals_its_own(water):
+    """QHFlowModel takes H_init from the SCF object and predicts what it predicts alone."""
     from pyscf_qhflow.model import QHFlowModel
     model = QHFlowModel.from_config("tiny", seed=0)
     mf = dft.RKS(water, xc="b3lyp")  # grid level 3, the protocol
     mf.qhflow_model = model
     dm = mf.get_init_guess(key="qhflow")
-    assert mf.qhflow_info["hinit_from_scf_object"]
-    assert mf.grids.coords is not None  # built once, kept for the SCF
-    # the same density as the model computing H_init on its own
-    f = model.predict_fock(water)
+    assert mf.qhflow_info["hinit_shared_with_scf"] == ["grids", "integrals"]
+    f = model.predict_fock(water)  # H_init built by the model itself
     e, c = mf.eig(f, mf.get_ovlp())
     np.testing.assert_allclose(dm, mf.make_rdm1(c, mf.get_occ(e, c)), atol=1e-8)
-    other = dft.RKS(water, xc="pbe")  # another functional: the model builds its own H_init
-    other.qhflow_model = model
-    other.get_init_guess(key="qhflow")
-    assert not other.qhflow_info["hinit_from_scf_object"]
