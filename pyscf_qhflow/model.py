@@ -10,12 +10,15 @@ Presets are JSON files in ``pyscf_qhflow/configs/`` (``tiny``, ``small``,
 
     {"name": ..., "net": {NetConfig fields}, "flow": {FlowConfig fields},
      "protocol": {"xc": "b3lyp", "basis": "def2-svp", "elements": [1, 6, 7, 8, 9]},
-     "overlap_damping": 0.0}
+     "overlap_damping": 0.0, "residual_range": null}
 
 ``overlap_damping`` (tau, optional, default 0 = off) damps the predicted
 residual along near-null directions of S (:mod:`pyscf_qhflow.overlap_damping`);
-like the flow's K it is an inference option chosen on the validation split
-after training (``benchmarks/tune_overlap_damping.py``).
+``residual_range`` ([r_on, r_off] Angstrom, optional, default null = off)
+switches the residual off for far atom pairs (:mod:`pyscf_qhflow.residual_range`).
+Like the flow's K they are inference options chosen on the validation split
+after training (``benchmarks/tune_overlap_damping.py``,
+``benchmarks/tune_residual_range.py``).
 
 Unknown keys anywhere are an error (:class:`ModelConfig`).
 """
@@ -67,10 +70,18 @@ class ModelConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     protocol: Protocol = field(default_factory=Protocol)
     overlap_damping: float = 0.0  # tau of W R W, W = S (S + tau)^-1 (inference only)
+    # (r_on, r_off) Angstrom: far pairs keep H_init (inference only); None = off
+    residual_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         if not self.overlap_damping >= 0:
             raise ValueError(f"overlap_damping must be >= 0, got {self.overlap_damping}")
+        if self.residual_range is not None:
+            r_on, r_off = (float(r) for r in self.residual_range)
+            if not 0 < r_on < r_off:
+                raise ValueError("residual_range must be [r_on, r_off] with 0 < r_on < r_off "
+                                 f"(Angstrom), got {list(self.residual_range)}")
+            object.__setattr__(self, "residual_range", (r_on, r_off))
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -80,7 +91,9 @@ class ModelConfig:
         return cls(name=str(d["name"]), net=dict(d.get("net", {})),
                    flow=FlowConfig.from_dict(d.get("flow", {})),
                    protocol=Protocol.from_dict(d.get("protocol", {})),
-                   overlap_damping=float(d.get("overlap_damping", 0.0)))
+                   overlap_damping=float(d.get("overlap_damping", 0.0)),
+                   residual_range=(None if d.get("residual_range") is None
+                                   else tuple(d["residual_range"])))
 
     @classmethod
     def preset(cls, name: str) -> "ModelConfig":
@@ -93,7 +106,9 @@ class ModelConfig:
         return {"name": self.name, "net": dict(self.net), "flow": self.flow.to_dict(),
                 "protocol": {**asdict(self.protocol),
                              "elements": list(self.protocol.elements)},
-                "overlap_damping": self.overlap_damping}
+                "overlap_damping": self.overlap_damping,
+                "residual_range": (None if self.residual_range is None
+                                   else list(self.residual_range))}
 
 
 def _build_net(net_options: dict, protocol: Protocol, layout: BasisLayout):
@@ -203,6 +218,16 @@ class QHFlowModel(torch.nn.Module):
         """Damp the residual with ``tau`` from now on (0 = off); see :mod:`~pyscf_qhflow.overlap_damping`."""
         self.config = replace(self.config, overlap_damping=float(tau))
 
+    @property
+    def residual_range(self) -> tuple[float, float] | None:
+        """(r_on, r_off) Angstrom beyond which pairs keep H_init (:mod:`pyscf_qhflow.residual_range`)."""
+        return self.config.residual_range
+
+    def set_residual_range(self, residual_range: tuple[float, float] | None) -> None:
+        """Switch the residual off between r_on and r_off Angstrom from now on (None = off)."""
+        self.config = replace(self.config, residual_range=(
+            None if residual_range is None else tuple(residual_range)))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -294,4 +319,5 @@ class QHFlowModel(torch.nn.Module):
         return (f"name={self.name!r}, xc={self.xc!r}, basis={self.basis!r}, "
                 f"irreps_block={self.basis_layout.irreps_str!r}, cutoff={self.cutoff}, "
                 f"pair_cutoff={self.pair_cutoff}, flow={self.flow}, "
-                f"overlap_damping={self.overlap_damping}")
+                f"overlap_damping={self.overlap_damping}, "
+                f"residual_range={self.residual_range}")

@@ -12,9 +12,11 @@
 5. flow sampling under ``torch.no_grad`` (K Euler steps, see :mod:`pyscf_qhflow.flow`)
    -> residual blocks F* - H_init;
 6. blocks -> dense residual in PySCF order (:func:`~pyscf_qhflow.batching.unbatch_fock`);
-7. damp the residual along near-null directions of S (``W R W``,
-   :mod:`pyscf_qhflow.overlap_damping`, when ``model.overlap_damping > 0``),
-   then F = H_init + residual, symmetrised, float64 (Hartree).
+7. switch the residual off for far atom pairs (:mod:`pyscf_qhflow.residual_range`,
+   when ``model.residual_range`` is set), damp it along near-null directions
+   of S (``W R W``, :mod:`pyscf_qhflow.overlap_damping`, when
+   ``model.overlap_damping > 0``), then F = H_init + residual, symmetrised,
+   float64 (Hartree).
 
 Timings (seconds per step) go into the ``timings`` dict when one is given.
 """
@@ -31,6 +33,7 @@ from . import hinit
 from .aolayout import MolLayout, UnsupportedMoleculeError
 from .batching import make_batch, unbatch_fock
 from .overlap_damping import damp_residual
+from .residual_range import limit_residual_range
 from .scf_guess import check_input
 
 __all__ = ["hinit_and_overlap", "predict_fock", "predict_fock_batch"]
@@ -39,6 +42,12 @@ __all__ = ["hinit_and_overlap", "predict_fock", "predict_fock_batch"]
 def hinit_and_overlap(mol: gto.Mole, xc: str) -> tuple[np.ndarray, np.ndarray]:
     """H_init (MinAO-density Fock, Hartree) and S, both (nao, nao) PySCF order."""
     return hinit.minao_fock(mol, xc=xc), hinit.overlap(mol)
+
+
+def _ao_atom(mol: gto.Mole) -> np.ndarray:
+    """Atom index of every AO, PySCF order, (nao,)."""
+    aoslices = mol.aoslice_by_atom()  # [natm, 4]: shell and AO ranges per atom
+    return np.repeat(np.arange(mol.natm), aoslices[:, 3] - aoslices[:, 2])
 
 
 def predict_fock(mol: gto.Mole, model, num_steps: int | None = None,
@@ -99,8 +108,13 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
     # 6.-7. dense residual in PySCF order, damped, F = H_init + residual
     residuals = unbatch_fock(res_on, res_off, info)
     tau = float(getattr(model, "overlap_damping", 0.0))
+    residual_range = getattr(model, "residual_range", None)
     focks = []
-    for (h, s), r in zip(hs, residuals):
+    for mol, (h, s), r in zip(mols, hs, residuals):
+        if residual_range is not None:
+            ao_atom = _ao_atom(mol)
+            r = limit_residual_range(r, mol.atom_coords(unit="Angstrom"), ao_atom,
+                                     *residual_range)
         f = h + damp_residual(r, s, tau)
         focks.append(np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64))
     lap("assemble")

@@ -68,13 +68,17 @@ def test_float32_model_returns_float64(water, cached_hinit):
     np.testing.assert_array_equal(f, f.T)
 
 
-@pytest.mark.parametrize("num_steps, reflect, tau",
-                         [(0, False, 0.0), (3, False, 0.0), (0, True, 0.0), (2, True, 1e-2)])
-def test_prediction_is_equivariant(model64, monkeypatch, num_steps, reflect, tau):
+@pytest.mark.parametrize("num_steps, reflect, tau, residual_range",
+                         [(0, False, 0.0, None), (3, False, 0.0, None), (0, True, 0.0, None),
+                          (2, True, 1e-2, (1.5, 2.5))])
+def test_prediction_is_equivariant(model64, monkeypatch, num_steps, reflect, tau,
+                                   residual_range):
     """F(R x) = D F(x) D^T when the rotated molecule gets D H_init D^T as input
-    (also with the residual's overlap damping, which depends on S)."""
+    (also with the residual's overlap damping, which depends on S, and its
+    distance switch, which depends on interatomic distances)."""
     monkeypatch.setattr(model64, "config", model64.config)  # restored after the test
     model64.set_overlap_damping(tau)
+    model64.set_residual_range(residual_range)
     mol = example_mol("ethanol")
     rot = random_rotation(7, reflect)
     assert np.linalg.det(rot) == pytest.approx(-1.0 if reflect else 1.0)
