@@ -13,6 +13,9 @@ overlap-damping values tau (``pyscf_qhflow.overlap_damping``):
 
     python benchmarks/guess_diagnostics.py benchmarks/molecules/druglike/fluoxetine.xyz \\
         --taus 0 0.01 0.03 0.1 --energy
+
+``--residual-range R_ON R_OFF`` (Angstrom) adds the same predictions with the
+residual's distance switch (``pyscf_qhflow.residual_range``).
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default")
     p.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.01, 0.03, 0.1])
     p.add_argument("--lowest", type=int, default=8, help="how many lowest levels to print")
+    p.add_argument("--residual-range", type=float, nargs=2, default=None,
+                   metavar=("R_ON", "R_OFF"), help="also each tau with this distance switch")
     p.add_argument("--energy", action="store_true",
                    help="also the KS energy of each aufbau density (one Fock build each)")
     args = p.parse_args(argv)
@@ -46,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.xyz}: {mol.natm} atoms, {mol.nao} AOs, {nocc} occupied; smallest overlap "
           f"eigenvalues {np.array2string(np.linalg.eigvalsh(overlap)[:3], precision=6)}")
     focks = {"H_init": hinit}
-    for tau in args.taus:
-        model.set_overlap_damping(tau)
-        focks[f"qhflow tau={tau:g}"] = model.predict_fock(mol, hinit=hinit)
+    ranges = [None] if args.residual_range is None else [None, tuple(args.residual_range)]
+    for rng in ranges:
+        model.set_residual_range(rng)
+        for tau in args.taus:
+            model.set_overlap_damping(tau)
+            label = "" if rng is None else f", range {rng[0]:g}-{rng[1]:g} Å"
+            focks[f"qhflow tau={tau:g}{label}"] = model.predict_fock(mol, hinit=hinit)
     print("| Fock | lowest levels (Ha) | HOMO | LUMO | gap | E(aufbau density) (Ha) |")
     print("|---|---|---|---|---|---|")
     for name, fock in focks.items():
