@@ -54,16 +54,20 @@ def score(ds, indices, model, taus) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| tau | molecules | H MAE (µHa) | occ. ε MAE (mHa) | gap err (mHa) | "
+def _tau_label(tau) -> str:
+    return "H_init alone" if tau == "hinit" else f"{tau:g}"
+
+
+def table(rows: list[dict], key: str = "tau", header: str = "tau", label=_tau_label) -> str:
+    """Mean metrics per value of ``rows[i][key]`` (a markdown table; ``label`` names the value)."""
+    lines = [f"| {header} | molecules | H MAE (µHa) | occ. ε MAE (mHa) | gap err (mHa) | "
              "occ. cosine | density err (mean) | (median) | (max) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for tau in dict.fromkeys(r["tau"] for r in rows):
-        sel = [r for r in rows if r["tau"] == tau]
+    for value in dict.fromkeys(r[key] for r in rows):
+        sel = [r for r in rows if r[key] == value]
         m = {k: statistics.mean(r[k] for r in sel) for k in COLUMNS}
         dens = [r["density_err"] for r in sel]
-        label = "H_init alone" if tau == "hinit" else f"{tau:g}"
-        lines.append(f"| {label} | {len(sel)} | {m['h_mae_uha']:.1f} | "
+        lines.append(f"| {label(value)} | {len(sel)} | {m['h_mae_uha']:.1f} | "
                      f"{m['occ_eps_mae_mha']:.2f} | {m['gap_err_mha']:.2f} | "
                      f"{m['occ_cosine']:.3f} | {m['density_err']:.4f} | "
                      f"{statistics.median(dens):.4f} | {max(dens):.3f} |")

@@ -25,16 +25,16 @@ import numpy as np
 from pyscf import gto
 from tqdm import tqdm
 
+from pyscf_qhflow.aolayout import ao_atom_indices
 from pyscf_qhflow.benchmark import fock_metrics
 from pyscf_qhflow.checkpoint import load_model, update_checkpoint
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
 from pyscf_qhflow.overlap_damping import damp_residual
-from pyscf_qhflow.predict import _ao_atom
 from pyscf_qhflow.residual_range import limit_residual_range
+from tune_overlap_damping import COLUMNS, table  # benchmarks/ is on sys.path when run as a script
 
 RANGES = (None, (4.0, 6.0), (5.0, 7.0), (6.0, 8.0), (7.0, 9.0))  # Angstrom
 DISTANCE_BINS = (0.0, 0.01, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 15.0)  # Angstrom
-COLUMNS = ("h_mae_uha", "occ_eps_mae_mha", "gap_err_mha", "occ_cosine", "density_err")
 
 
 def _label(rng) -> str:
@@ -54,7 +54,7 @@ def score(ds, indices, model, ranges, tau: float):
                     basis=model.basis, unit="Angstrom", verbose=0)
         overlap, nocc, hinit = mol.intor("int1e_ovlp"), mol.nelectron // 2, rec["hinit"]
         residual = model.predict_fock(mol, hinit=hinit) - hinit
-        ao_atom = _ao_atom(mol)
+        ao_atom = ao_atom_indices(mol)
         name = f"qm9_{int(rec['qm9_index'])}"
         for rng in ranges:
             r = residual if rng is None else limit_residual_range(
@@ -74,21 +74,6 @@ def score(ds, indices, model, ranges, tau: float):
             sums["target"][b] += target[m].sum()
             sums["error"][b] += err[m].sum()
     return rows, sums
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| residual range (Å) | molecules | H MAE (µHa) | occ. ε MAE (mHa) | gap err (mHa) "
-             "| occ. cosine | density err (mean) | (median) | (max) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for rng in dict.fromkeys(r["range"] for r in rows):
-        sel = [r for r in rows if r["range"] == rng]
-        m = {k: statistics.mean(r[k] for r in sel) for k in COLUMNS}
-        dens = [r["density_err"] for r in sel]
-        lines.append(f"| {rng} | {len(sel)} | {m['h_mae_uha']:.1f} | "
-                     f"{m['occ_eps_mae_mha']:.2f} | {m['gap_err_mha']:.2f} | "
-                     f"{m['occ_cosine']:.3f} | {m['density_err']:.4f} | "
-                     f"{statistics.median(dens):.4f} | {max(dens):.3f} |")
-    return "\n".join(lines)
 
 
 def distance_table(sums: dict) -> str:
@@ -130,8 +115,9 @@ def main(argv=None) -> int:
         writer.writerows(rows)
     best = min(RANGES, key=lambda rng: statistics.mean(
         r["density_err"] for r in rows if r["range"] == _label(rng)))
+    summary = table(rows, key="range", header="residual range (Å)", label=str)
     text = (f"{args.split} split, {len(indices)} molecules, model {args.model}, overlap "
-            f"damping tau = {tau:g} ({time.perf_counter() - t0:.0f} s)\n\n{table(rows)}\n\n"
+            f"damping tau = {tau:g} ({time.perf_counter() - t0:.0f} s)\n\n{summary}\n\n"
             f"lowest mean density error: residual range {_label(best)}\n\n"
             f"{distance_table(sums)}\n")
     (out / "range.md").write_text(text)

@@ -29,7 +29,7 @@ from pyscf import gto
 # the Cartesian-axis convention lives with the e3nn-side code (torch only, no pyscf)
 from .nn.so3 import CARTESIAN_TO_E3NN, positions_to_e3nn, rotation_to_e3nn  # noqa: F401
 
-__all__ = [
+__all__ = ["ao_atom_indices", 
     "UnsupportedMoleculeError",
     "pyscf_to_e3nn_shell_order",
     "element_shells",
@@ -53,6 +53,12 @@ def pyscf_to_e3nn_shell_order(l: int) -> np.ndarray:
     if l == 1:
         return np.array([1, 2, 0])  # (px, py, pz) -> (py, pz, px) = m -1, 0, 1
     return np.arange(2 * l + 1)
+
+
+def ao_atom_indices(mol: gto.Mole) -> np.ndarray:
+    """Atom index of every AO, PySCF order, (nao,)."""
+    aoslices = mol.aoslice_by_atom()  # [natm, 4]: shell and AO ranges per atom
+    return np.repeat(np.arange(mol.natm), aoslices[:, 3] - aoslices[:, 2])
 
 
 def check_supported_mol(mol: gto.Mole) -> None:

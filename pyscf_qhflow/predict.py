@@ -30,7 +30,7 @@ from pyscf import gto
 from pyscf.lib import logger
 
 from . import hinit
-from .aolayout import MolLayout, UnsupportedMoleculeError
+from .aolayout import MolLayout, UnsupportedMoleculeError, ao_atom_indices
 from .batching import make_batch, unbatch_fock
 from .overlap_damping import damp_residual
 from .residual_range import limit_residual_range
@@ -42,12 +42,6 @@ __all__ = ["hinit_and_overlap", "predict_fock", "predict_fock_batch"]
 def hinit_and_overlap(mol: gto.Mole, xc: str) -> tuple[np.ndarray, np.ndarray]:
     """H_init (MinAO-density Fock, Hartree) and S, both (nao, nao) PySCF order."""
     return hinit.minao_fock(mol, xc=xc), hinit.overlap(mol)
-
-
-def _ao_atom(mol: gto.Mole) -> np.ndarray:
-    """Atom index of every AO, PySCF order, (nao,)."""
-    aoslices = mol.aoslice_by_atom()  # [natm, 4]: shell and AO ranges per atom
-    return np.repeat(np.arange(mol.natm), aoslices[:, 3] - aoslices[:, 2])
 
 
 def predict_fock(mol: gto.Mole, model, num_steps: int | None = None,
@@ -112,7 +106,7 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
     focks = []
     for mol, (h, s), r in zip(mols, hs, residuals):
         if residual_range is not None:
-            ao_atom = _ao_atom(mol)
+            ao_atom = ao_atom_indices(mol)
             r = limit_residual_range(r, mol.atom_coords(unit="Angstrom"), ao_atom,
                                      *residual_range)
         f = h + damp_residual(r, s, tau)

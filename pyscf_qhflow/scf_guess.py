@@ -161,8 +161,8 @@ def _hinit_beside(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
     restricted KS calculation with the protocol's grid settings.  So a
     :func:`~pyscf_qhflow.hinit.protocol_ks` object borrows what ``mf`` already
     holds, builds the rest, and hands it back: neither is computed twice.
-    (A separate in-core ERI build costs about two Fock builds on a QM9
-    molecule, which made HF and other functionals slower than MinAO.)
+    (A separate in-core ERI build, repeated by the SCF, made HF and other
+    functionals slower than MinAO.)
 
     * integrals: shared when ``mf`` keeps them in core (PySCF's own rule,
       ``_is_mem_enough`` under ``mf.max_memory``);

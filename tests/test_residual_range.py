@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pyscf_qhflow.predict import _ao_atom
+from pyscf_qhflow.aolayout import ao_atom_indices
 from pyscf_qhflow.residual_range import distance_switch, limit_residual_range
 
 
@@ -23,7 +23,7 @@ def test_far_pairs_keep_no_residual_near_pairs_keep_all(ethanol):
     r = rng.normal(size=(ethanol.nao, ethanol.nao))
     r = r + r.T
     pos = ethanol.atom_coords(unit="Angstrom")
-    ao_atom = _ao_atom(ethanol)
+    ao_atom = ao_atom_indices(ethanol)
     assert len(ao_atom) == ethanol.nao
     limited = limit_residual_range(r, pos, ao_atom, 1.2, 2.0)
     np.testing.assert_array_equal(limited, limited.T)
@@ -43,7 +43,7 @@ def test_model_applies_its_residual_range_and_config_keeps_it(ethanol):
     model.set_residual_range((1.2, 2.0))
     limited = model.predict_fock(ethanol, hinit=hinit)
     expected = hinit + limit_residual_range(plain - hinit, ethanol.atom_coords(unit="Angstrom"),
-                                            _ao_atom(ethanol), 1.2, 2.0)
+                                            ao_atom_indices(ethanol), 1.2, 2.0)
     np.testing.assert_allclose(limited, expected, atol=1e-12)
     assert np.abs(limited - plain).max() > 1e-6  # the switch changed something
     cfg = ModelConfig.from_dict(model.config.to_dict())
