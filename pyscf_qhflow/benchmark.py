@@ -3,7 +3,8 @@
 ``scf``: every molecule runs from every guess on a fresh SCF object with the
 same settings (:mod:`pyscf_qhflow.scfrun`); the converged density itself is
 the lower limit ('converged').  Rows are appended to a CSV as each molecule
-finishes, so an interrupted run resumes where it stopped.
+finishes; a run resumes per (molecule, guess), so an interrupted run goes on
+where it stopped and a new guess joins an old benchmark.
 
 ``accuracy``: predicted vs reference Fock matrices with the same overlap S:
 H MAE over all nao^2 entries, occupied orbital-energy MAE, HOMO/LUMO/gap
@@ -29,41 +30,62 @@ __all__ = ["SCF_FIELDS", "bench_scf_molecule", "bench_scf", "summarize_scf",
            "fock_metrics", "plot_scf", "bench_accuracy", "summarize_accuracy"]
 
 SCF_FIELDS = ["molecule", "natm", "nao", "guess", "cycles", "fock_builds", "wall_s",
-              "e_tot", "converged", "qhflow_used", "inference_s", "delta_e_vs_minao"]
+              "e_tot", "converged", "qhflow_used", "inference_s", "qhflow_tau",
+              "delta_e_vs_minao"]
 ENERGY_TOL = 1e-8  # Hartree
 
 
 def bench_scf_molecule(name: str, mol, guesses: Iterable[str] = ("qhflow",) + PYSCF_GUESSES,
                        model=None, xc: str = "b3lyp", grid_level: int = 3,
-                       conv_tol: float = 1e-10, include_converged: bool = True) -> list[dict]:
-    """Run every guess on one molecule; minao first (its density is the 'converged' limit)."""
-    guesses = list(dict.fromkeys(["minao", *guesses]))
+                       conv_tol: float = 1e-10, include_converged: bool = True,
+                       e_minao: float | None = None) -> list[dict]:
+    """Run each guess on one molecule; minao first (its density is the 'converged' limit).
+
+    ``guesses`` without 'minao' skip it: pass its energy as ``e_minao`` (Hartree,
+    from an earlier run) for the ``delta_e_vs_minao`` column, and no
+    'converged' row can be made.
+    """
+    guesses = list(dict.fromkeys(guesses))
+    if "minao" in guesses:
+        guesses = ["minao"] + [g for g in guesses if g != "minao"]
     rows, dm_converged = [], None
     for guess in guesses:
         mf = make_scf(mol, xc, grid_level, conv_tol)
         if guess == "qhflow":
             mf.qhflow_model = model
         row = run_scf(mf, guess)
-        if guess == "minao" and mf.converged:
-            dm_converged = mf.make_rdm1()
+        if guess == "minao":
+            e_minao = row["e_tot"]
+            if mf.converged:
+                dm_converged = mf.make_rdm1()
         rows.append(row)
     if include_converged and dm_converged is not None:
         mf = make_scf(mol, xc, grid_level, conv_tol)
         row = run_scf(mf, dm_converged)
         row["guess"] = "converged"
         rows.append(row)
-    e_ref = rows[0]["e_tot"]
     for row in rows:
         row.update(molecule=name, natm=mol.natm, nao=mol.nao,
-                   delta_e_vs_minao=row["e_tot"] - e_ref)
+                   delta_e_vs_minao=None if e_minao is None else row["e_tot"] - e_minao)
     return rows
 
 
 def _done_molecules(csv_path: Path) -> set[str]:
+    """Molecules already in a CSV (the accuracy benchmark resumes per molecule)."""
     if not csv_path.exists():
         return set()
     with csv_path.open() as f:
         return {row["molecule"] for row in csv.DictReader(f)}
+
+
+def _done_runs(csv_path: Path) -> tuple[set[tuple[str, str]], dict[str, float]]:
+    """(molecule, guess) pairs already in the CSV, and each molecule's minao energy."""
+    if not csv_path.exists():
+        return set(), {}
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    return ({(r["molecule"], r["guess"]) for r in rows},
+            {r["molecule"]: float(r["e_tot"]) for r in rows if r["guess"] == "minao"})
 
 
 def _bench_worker(args):
@@ -73,16 +95,34 @@ def _bench_worker(args):
 
 def bench_scf(molecules: list[tuple[str, object]], csv_path: str | Path,
               guesses: Iterable[str] = ("qhflow",) + PYSCF_GUESSES, model=None,
-              jobs: int = 1, progress: bool = True, **kwargs) -> list[dict]:
-    """Benchmark every (name, mol); append rows to ``csv_path``; skip names already there."""
+              jobs: int = 1, progress: bool = True, include_converged: bool = True,
+              **kwargs) -> list[dict]:
+    """Benchmark every (name, mol) from minao and ``guesses``; append rows to ``csv_path``.
+
+    Resumable per (molecule, guess): runs already in the CSV are skipped, so a
+    new guess can be added to an old benchmark without re-running the others.
+    The 'converged' limit is made together with the minao run only.
+    """
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    done = _done_molecules(csv_path)
-    todo = [(n, m) for n, m in molecules if n not in done]
+    done, e_minao = _done_runs(csv_path)
+    wanted = list(dict.fromkeys(["minao", *guesses]))
+    tasks = []
+    for name, mol in molecules:
+        todo = [g for g in wanted if (name, g) not in done]
+        # the 'converged' limit restarts from the density of this run's minao SCF
+        limit = include_converged and "minao" in todo
+        if todo:
+            tasks.append((name, mol, tuple(todo), model,
+                          {**kwargs, "include_converged": limit,
+                           "e_minao": e_minao.get(name)}))
     new_file = not csv_path.exists()
-    tasks = [(n, m, tuple(guesses), model, kwargs) for n, m in todo]
+    fields = SCF_FIELDS
+    if not new_file:  # keep an older file's columns, so its rows stay aligned
+        with csv_path.open() as f:
+            fields = next(csv.reader(f))
     with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SCF_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         bar = tqdm(total=len(tasks), desc="scf benchmark", disable=not progress)
@@ -121,7 +161,7 @@ def summarize_scf(rows: list[dict]) -> str:
             if str(r["converged"]) != "True":
                 fail += 1
                 continue
-            if abs(float(r["delta_e_vs_minao"])) > ENERGY_TOL:
+            if abs(float(r["e_tot"]) - float(m["e_tot"])) > ENERGY_TOL:
                 off += 1
             cyc.append(int(r["cycles"]))
             rc.append(int(r["cycles"]) / max(int(m["cycles"]), 1))

@@ -10,12 +10,15 @@ Presets are JSON files in ``pyscf_qhflow/configs/`` (``tiny``, ``small``,
 
     {"name": ..., "net": {NetConfig fields}, "flow": {FlowConfig fields},
      "protocol": {"xc": "b3lyp", "basis": "def2-svp", "elements": [1, 6, 7, 8, 9]},
-     "overlap_damping": 0.0, "residual_range": null}
+     "overlap_damping": 0.0, "residual_range": null, "min_gap_ratio": 0.5}
 
 ``overlap_damping`` (tau, optional, default 0 = off) damps the predicted
 residual along near-null directions of S (:mod:`pyscf_qhflow.overlap_damping`);
 ``residual_range`` ([r_on, r_off] Angstrom, optional, default null = off)
-switches the residual off for far atom pairs (:mod:`pyscf_qhflow.residual_range`).
+switches the residual off for far atom pairs (:mod:`pyscf_qhflow.residual_range`);
+``min_gap_ratio`` (optional, default 0.5; 0 = off) raises one molecule's
+damping while its predicted HOMO-LUMO gap is below that fraction of
+H_init's (:mod:`pyscf_qhflow.gap_guard`).
 Like the flow's K they are inference options chosen on the validation split
 after training (``benchmarks/tune_overlap_damping.py``,
 ``benchmarks/tune_residual_range.py``).
@@ -36,6 +39,7 @@ from . import keys
 from .config import reject_unknown_keys
 from .aolayout import BasisLayout, MolLayout, UnsupportedMoleculeError
 from .flow import FlowConfig, euler_sample, sample_prior
+from .gap_guard import DEFAULT_MIN_GAP_RATIO
 
 __all__ = ["CONFIG_DIR", "PRESETS", "Protocol", "ModelConfig", "QHFlowModel"]
 
@@ -72,10 +76,14 @@ class ModelConfig:
     overlap_damping: float = 0.0  # tau of W R W, W = S (S + tau)^-1 (inference only)
     # (r_on, r_off) Angstrom: far pairs keep H_init (inference only); None = off
     residual_range: tuple[float, float] | None = None
+    # the gap guard: least predicted gap / H_init gap before tau is raised; 0 = off
+    min_gap_ratio: float = DEFAULT_MIN_GAP_RATIO
 
     def __post_init__(self):
         if not self.overlap_damping >= 0:
             raise ValueError(f"overlap_damping must be >= 0, got {self.overlap_damping}")
+        if not 0 <= self.min_gap_ratio < 1:
+            raise ValueError(f"min_gap_ratio must be in [0, 1), got {self.min_gap_ratio}")
         if self.residual_range is not None:
             r_on, r_off = (float(r) for r in self.residual_range)
             if not 0 < r_on < r_off:
@@ -93,7 +101,8 @@ class ModelConfig:
                    protocol=Protocol.from_dict(d.get("protocol", {})),
                    overlap_damping=float(d.get("overlap_damping", 0.0)),
                    residual_range=(None if d.get("residual_range") is None
-                                   else tuple(d["residual_range"])))
+                                   else tuple(d["residual_range"])),
+                   min_gap_ratio=float(d.get("min_gap_ratio", DEFAULT_MIN_GAP_RATIO)))
 
     @classmethod
     def preset(cls, name: str) -> "ModelConfig":
@@ -108,7 +117,8 @@ class ModelConfig:
                              "elements": list(self.protocol.elements)},
                 "overlap_damping": self.overlap_damping,
                 "residual_range": (None if self.residual_range is None
-                                   else list(self.residual_range))}
+                                   else list(self.residual_range)),
+                "min_gap_ratio": self.min_gap_ratio}
 
 
 def _build_net(net_options: dict, protocol: Protocol, layout: BasisLayout):
@@ -150,7 +160,8 @@ class QHFlowModel(torch.nn.Module):
         self.net = net
         self.cutoff = float(cutoff)  # Angstrom, backbone graph
         self.pair_cutoff = float(pair_cutoff)  # Angstrom, off-site blocks
-        self.last_timings: dict = {}
+        self.last_timings: dict = {}  # seconds per pipeline step of the last prediction
+        self.last_guard: list[dict] = []  # gap-guard report per molecule of the last prediction
         # torch.compile'd view of self.net, kept out of the module registry so the
         # state_dict keys (and checkpoints) do not change; see compile_net()
         object.__setattr__(self, "_compiled_net", None)
@@ -228,6 +239,15 @@ class QHFlowModel(torch.nn.Module):
         self.config = replace(self.config, residual_range=(
             None if residual_range is None else tuple(residual_range)))
 
+    @property
+    def min_gap_ratio(self) -> float:
+        """Gap guard threshold (:mod:`pyscf_qhflow.gap_guard`); 0 = off."""
+        return self.config.min_gap_ratio
+
+    def set_min_gap_ratio(self, ratio: float) -> None:
+        """Raise tau while predicted gap < ``ratio`` x H_init's gap, from now on (0 = off)."""
+        self.config = replace(self.config, min_gap_ratio=float(ratio))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -304,20 +324,22 @@ class QHFlowModel(torch.nn.Module):
         ``hinit``: H_init computed by the caller in this model's protocol.
         """
         from .predict import predict_fock
-        self.last_timings = {}
+        self.last_timings, self.last_guard = {}, []
         return predict_fock(mol, self, num_steps=num_steps, timings=self.last_timings,
-                            hinit=hinit)
+                            hinit=hinit, guard_reports=self.last_guard)
 
     def predict_fock_batch(self, mols: list[gto.Mole], num_steps: int | None = None
                            ) -> list[np.ndarray]:
         """:meth:`predict_fock` for several molecules in one network batch."""
         from .predict import predict_fock_batch
-        self.last_timings = {}
-        return predict_fock_batch(mols, self, num_steps=num_steps, timings=self.last_timings)
+        self.last_timings, self.last_guard = {}, []
+        return predict_fock_batch(mols, self, num_steps=num_steps, timings=self.last_timings,
+                                  guard_reports=self.last_guard)
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, xc={self.xc!r}, basis={self.basis!r}, "
                 f"irreps_block={self.basis_layout.irreps_str!r}, cutoff={self.cutoff}, "
                 f"pair_cutoff={self.pair_cutoff}, flow={self.flow}, "
                 f"overlap_damping={self.overlap_damping}, "
-                f"residual_range={self.residual_range}")
+                f"residual_range={self.residual_range}, "
+                f"min_gap_ratio={self.min_gap_ratio}")

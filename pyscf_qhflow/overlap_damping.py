@@ -25,23 +25,31 @@ import numpy as np
 __all__ = ["overlap_damping_matrix", "damp_residual"]
 
 
-def overlap_damping_matrix(overlap: np.ndarray, tau: float) -> np.ndarray:
-    """``W = S (S + tau I)^-1`` (nao, nao), symmetric; ``tau`` dimensionless (S units)."""
+def overlap_damping_matrix(overlap: np.ndarray, tau: float,
+                           overlap_eig: tuple[np.ndarray, np.ndarray] | None = None
+                           ) -> np.ndarray:
+    """``W = S (S + tau I)^-1`` (nao, nao), symmetric; ``tau`` dimensionless (S units).
+
+    ``overlap_eig``: ``np.linalg.eigh(overlap)`` when the caller already has it.
+    """
     if tau < 0:
         raise ValueError(f"overlap damping tau must be >= 0, got {tau}")
-    s, u = np.linalg.eigh(np.asarray(overlap, dtype=np.float64))
+    s, u = (np.linalg.eigh(np.asarray(overlap, dtype=np.float64)) if overlap_eig is None
+            else overlap_eig)
     return (u * (s / (s + tau))) @ u.T
 
 
-def damp_residual(residual: np.ndarray, overlap: np.ndarray, tau: float) -> np.ndarray:
+def damp_residual(residual: np.ndarray, overlap: np.ndarray, tau: float,
+                  overlap_eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``W R W`` with ``W = S (S + tau I)^-1``: R's part along near-null directions of S removed.
 
     ``residual`` and ``overlap`` are (nao, nao) in the same AO order (any order:
     ``W`` is built from ``S`` alone); returns a symmetric (nao, nao) float64 array.
+    ``overlap_eig``: ``np.linalg.eigh(overlap)`` when the caller already has it.
     """
     residual = np.asarray(residual, dtype=np.float64)
     if tau == 0:
         return residual
-    w = overlap_damping_matrix(overlap, tau)
+    w = overlap_damping_matrix(overlap, tau, overlap_eig)
     damped = w @ residual @ w
     return 0.5 * (damped + damped.T)

@@ -15,10 +15,13 @@
 7. switch the residual off for far atom pairs (:mod:`pyscf_qhflow.residual_range`,
    when ``model.residual_range`` is set), damp it along near-null directions
    of S (``W R W``, :mod:`pyscf_qhflow.overlap_damping`, when
-   ``model.overlap_damping > 0``), then F = H_init + residual, symmetrised,
-   float64 (Hartree).
+   ``model.overlap_damping > 0``), raising tau for this molecule while its
+   predicted HOMO-LUMO gap is implausibly small (:mod:`pyscf_qhflow.gap_guard`,
+   when ``model.min_gap_ratio > 0``), then F = H_init + residual,
+   symmetrised, float64 (Hartree).
 
-Timings (seconds per step) go into the ``timings`` dict when one is given.
+Timings (seconds per step) go into the ``timings`` dict when one is given,
+and one gap-guard report per molecule into the ``guard_reports`` list.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from pyscf.lib import logger
 from . import hinit
 from .aolayout import MolLayout, UnsupportedMoleculeError, ao_atom_indices
 from .batching import make_batch, unbatch_fock
-from .overlap_damping import damp_residual
+from .gap_guard import guarded_fock
 from .residual_range import limit_residual_range
 from .scf_guess import check_input
 
@@ -45,19 +48,22 @@ def hinit_and_overlap(mol: gto.Mole, xc: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict_fock(mol: gto.Mole, model, num_steps: int | None = None,
-                 timings: dict | None = None, hinit: np.ndarray | None = None) -> np.ndarray:
+                 timings: dict | None = None, hinit: np.ndarray | None = None,
+                 guard_reports: list | None = None) -> np.ndarray:
     """Predicted Fock matrix of ``mol`` (nao, nao), PySCF AO order, Hartree, float64.
 
     ``hinit``: H_init already computed in the model's protocol (e.g. by the SCF
     object that will use the guess, so its grids and integrals are reused).
     """
     return predict_fock_batch([mol], model, num_steps=num_steps, timings=timings,
-                              hinits=None if hinit is None else [hinit])[0]
+                              hinits=None if hinit is None else [hinit],
+                              guard_reports=guard_reports)[0]
 
 
 def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None,
                        timings: dict | None = None,
-                       hinits: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                       hinits: list[np.ndarray] | None = None,
+                       guard_reports: list | None = None) -> list[np.ndarray]:
     """Predicted Fock matrices of several molecules, run as one network batch."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
@@ -102,6 +108,7 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
     # 6.-7. dense residual in PySCF order, damped, F = H_init + residual
     residuals = unbatch_fock(res_on, res_off, info)
     tau = float(getattr(model, "overlap_damping", 0.0))
+    min_gap_ratio = float(getattr(model, "min_gap_ratio", 0.0))
     residual_range = getattr(model, "residual_range", None)
     focks = []
     for mol, (h, s), r in zip(mols, hs, residuals):
@@ -109,9 +116,27 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
             ao_atom = ao_atom_indices(mol)
             r = limit_residual_range(r, mol.atom_coords(unit="Angstrom"), ao_atom,
                                      *residual_range)
-        f = h + damp_residual(r, s, tau)
+        f, report = guarded_fock(h, r, s, mol.nelectron // 2, tau, min_gap_ratio)
+        _log_guard(mol, report)
+        if guard_reports is not None:
+            guard_reports.append(report)
         focks.append(np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64))
     lap("assemble")
     logger.debug(mols[0], "qhflow predict (%d molecules, model %s): %s", len(mols),
                  model.name, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
     return focks
+
+
+def _log_guard(mol: gto.Mole, report: dict) -> None:
+    """Say when the gap guard had to raise tau, and loudly when it removed the residual."""
+    if not report["raised"]:
+        return
+    gaps = f"H_init gap {report['gap_hinit'] * 1e3:.1f} mHa"
+    if np.isinf(report["tau"]):
+        logger.warn(mol, "qhflow gap guard: no overlap damping up to tau = %g gives a "
+                    "plausible HOMO-LUMO gap (%s); the guess is H_init alone (MinAO-density "
+                    "Fock)", report["taus_tried"][-1], gaps)
+    else:
+        logger.info(mol, "qhflow gap guard: predicted gap too small at tau = %g; tau raised "
+                    "to %g (gap %.1f mHa, %s)", report["taus_tried"][0], report["tau"],
+                    report["gap"] * 1e3, gaps)

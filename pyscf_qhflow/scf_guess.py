@@ -270,8 +270,10 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     if abs(nelec_guess - mol.nelectron) > 1e-6:
         return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
                                   f"electrons, the molecule {mol.nelectron}")
+    guard = getattr(model, "last_guard", None)
     mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
                       "hinit_shared_with_scf": hinit_shared,
+                      "gap_guard": guard[0] if guard else None,
                       "nelec": nelec_guess,
                       "projected_from": None if mol_model is None else mol_model.basis}
     logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",

@@ -89,4 +89,7 @@ def run_scf(mf, guess) -> dict:
     return {"guess": label, "cycles": int(mf.cycles), "fock_builds": counter["n"],
             "wall_s": wall, "e_tot": float(e_tot), "converged": bool(mf.converged),
             "qhflow_used": info.get("used") if label == "qhflow" else None,
-            "inference_s": info.get("inference_s") if label == "qhflow" else None}
+            "inference_s": info.get("inference_s") if label == "qhflow" else None,
+            # the overlap damping the gap guard settled on (pyscf_qhflow.gap_guard)
+            "qhflow_tau": ((info.get("gap_guard") or {}).get("tau")
+                           if label == "qhflow" else None)}

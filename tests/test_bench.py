@@ -114,3 +114,27 @@ def test_bench_scf_cation_without_limit(tiny_checkpoint, tmp_path):
     for r in rows:
         assert r["converged"] == "True" and abs(float(r["delta_e_vs_minao"])) < 1e-8
     assert next(r for r in rows if r["guess"] == "qhflow")["qhflow_used"] == "True"
+
+
+def test_bench_scf_adds_a_guess_to_an_old_run_without_rerunning_it(tiny_checkpoint, tmp_path):
+    """Resume per (molecule, guess): a later qhflow run reuses the stored minao row."""
+    out = tmp_path / "later"
+    common = [str(EXAMPLES / "water.xyz"), "--grid-level", "1", "--num-steps", "0",
+              "--model", str(tiny_checkpoint), "--out", str(out), "--no-plots"]
+    assert main(["bench", "scf", *common, "--guesses", "minao"]) == 0
+    first = list(csv.DictReader((out / "scf.csv").open()))
+    assert [r["guess"] for r in first] == ["minao", "converged"]
+    assert main(["bench", "scf", *common, "--guesses", "qhflow", "minao"]) == 0
+    rows = list(csv.DictReader((out / "scf.csv").open()))
+    assert rows[:2] == first and [r["guess"] for r in rows[2:]] == ["qhflow"]
+    qh = rows[2]
+    assert qh["qhflow_used"] == "True" and qh["qhflow_tau"] != ""
+    assert float(qh["delta_e_vs_minao"]) == pytest.approx(
+        float(qh["e_tot"]) - float(first[0]["e_tot"]), abs=1e-12)
+    assert abs(float(qh["delta_e_vs_minao"])) < 1e-8
+    assert "| qhflow | 1 |" in (out / "scf_summary.md").read_text()
+    # one table from several runs; a run given twice is refused
+    merged = tmp_path / "merged"
+    assert main(["bench", "summarize", str(out / "scf.csv"), "--out", str(merged)]) == 0
+    assert (merged / "scf_summary.md").read_text() == (out / "scf_summary.md").read_text()
+    assert main(["bench", "summarize", str(out / "scf.csv"), str(out / "scf.csv")]) == 2

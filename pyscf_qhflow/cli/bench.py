@@ -1,4 +1,5 @@
-"""``qhflow bench scf|accuracy``: SCF cycles per guess and Hamiltonian accuracy."""
+"""``qhflow bench scf|accuracy|summarize``: SCF cycles per guess, Hamiltonian accuracy,
+one table from several SCF runs."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "on labelled molecules (and the H_init baseline)")
     _add_sources(a, xyz=False)
     _add_num_steps(a)
+    m = sub.add_parser("summarize", help="one SCF table from several runs' scf.csv files "
+                                         "(e.g. molecules run in parallel)")
+    m.add_argument("csv", nargs="+", help="scf.csv files of 'qhflow bench scf' runs")
+    m.add_argument("--out", default=None, help="also write the table to OUT/scf_summary.md")
 
 
 def _add_num_steps(parser) -> None:
@@ -89,6 +94,8 @@ def _shard_molecules(args, basis, charge: int = 0, spin: int | None = None):
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
+    if args.bench == "summarize":
+        return _run_summarize(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -133,5 +140,28 @@ def _run_accuracy(args, model, out: Path) -> int:
     table = summarize_accuracy(rows)
     (out / "accuracy_summary.md").write_text(table + "\n")
     (out / "accuracy_summary.json").write_text(json.dumps({"n": len(rows)}))
+    print(table)
+    return 0
+
+
+def _run_summarize(args) -> int:
+    import csv
+
+    from ..benchmark import summarize_scf
+    rows, seen = [], set()
+    for path in args.csv:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                key = (row["molecule"], row["guess"])
+                if key in seen:
+                    print(f"qhflow bench summarize: {key[0]} from {key[1]} appears twice "
+                          f"(again in {path}); give each run once")
+                    return 2
+                seen.add(key)
+                rows.append(row)
+    table = summarize_scf(rows)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "scf_summary.md").write_text(table + "\n")
     print(table)
     return 0

@@ -1,0 +1,100 @@
+"""The gap guard (pyscf_qhflow.gap_guard): tau grows only for an implausible gap."""
+import numpy as np
+import pytest
+from pyscf import dft
+
+import pyscf_qhflow
+from pyscf_qhflow.gap_guard import guarded_fock, homo_lumo_gap
+from pyscf_qhflow.overlap_damping import damp_residual
+
+# A diagonal model problem: levels e_i = F_ii / S_ii.  H_init has levels
+# -1, -0.5 | 0.5, 0.5 (two occupied, gap 1 Ha); the fourth AO direction is
+# nearly null in S (s = 1e-3), the case the overlap damping exists for.
+S = np.diag([1.0, 1.0, 1.0, 1e-3])
+HINIT = np.diag([-1.0, -0.5, 0.5, 0.5e-3])
+NOCC = 2
+
+
+def test_gap_of_the_generalised_eigenproblem():
+    assert homo_lumo_gap(HINIT, S, NOCC) == pytest.approx(1.0)
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))  # any orthogonal change of basis
+    assert homo_lumo_gap(q @ HINIT @ q.T, q @ S @ q.T, NOCC) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="0 < nocc < nao"):
+        homo_lumo_gap(HINIT, S, 4)
+
+
+def test_tau_grows_until_the_spurious_level_leaves_the_gap():
+    # an 8e-4 Ha error along the near-null direction puts a level at -0.3 Ha
+    residual = np.diag([0.0, 0.0, 0.0, -8e-4])
+    assert homo_lumo_gap(HINIT + residual, S, NOCC) == pytest.approx(0.2)
+    fock, report = guarded_fock(HINIT, residual, S, NOCC, tau=0.0, min_gap_ratio=0.5)
+    # tau = 1e-3 halves that direction (W = s / (s + tau)): level at 0.5 - 0.8 / 4 = 0.3
+    assert report["tau"] == pytest.approx(1e-3) and report["raised"]
+    assert report["taus_tried"] == [0.0, pytest.approx(1e-3)]
+    assert report["gap"] == pytest.approx(0.8) and report["gap_hinit"] == pytest.approx(1.0)
+    np.testing.assert_allclose(fock, HINIT + damp_residual(residual, S, 1e-3))
+
+
+def test_a_plausible_gap_keeps_the_models_tau():
+    residual = np.diag([0.01, -0.02, 0.03, 1e-5])
+    fock, report = guarded_fock(HINIT, residual, S, NOCC, tau=0.01)
+    assert report["tau"] == 0.01 and not report["raised"] and report["taus_tried"] == [0.01]
+    np.testing.assert_array_equal(fock, HINIT + damp_residual(residual, S, 0.01))
+
+
+def test_no_tau_repairs_a_wrong_well_conditioned_level_so_h_init_is_used():
+    # the HOMO pushed up by 3 Ha along an s = 1 direction, where damping barely acts:
+    # for every tau up to 1 it sits in, or above, the virtual levels at 0.5 Ha
+    residual = np.diag([0.0, 3.0, 0.0, 0.0])
+    fock, report = guarded_fock(HINIT, residual, S, NOCC, tau=0.01)
+    assert report["tau"] == np.inf and report["raised"]
+    assert report["taus_tried"][-1] <= 1.0 and len(report["taus_tried"]) == 5
+    np.testing.assert_array_equal(fock, HINIT)
+
+
+def test_guard_off_and_cases_without_a_gap_damp_as_told():
+    residual = np.diag([0.0, 0.0, 0.0, -8e-4])
+    expected = HINIT + damp_residual(residual, S, 0.01)
+    for kwargs in ({"nocc": NOCC, "min_gap_ratio": 0.0},  # switched off
+                   {"nocc": 0, "min_gap_ratio": 0.5},  # no occupied level
+                   {"nocc": 4, "min_gap_ratio": 0.5}):  # no virtual level
+        fock, report = guarded_fock(HINIT, residual, S, tau=0.01, **kwargs)
+        np.testing.assert_array_equal(fock, expected)
+        assert report["tau"] == 0.01 and not report["raised"]
+    closed = np.diag([-1.0, 0.5, 0.5, 0.5e-3])  # H_init's HOMO and LUMO degenerate
+    _, report = guarded_fock(closed, residual, S, NOCC, tau=0.01)
+    assert not report["raised"]
+
+
+def test_model_config_validates_and_keeps_the_ratio():
+    from pyscf_qhflow.model import ModelConfig, QHFlowModel
+    cfg = ModelConfig.preset("tiny")
+    assert cfg.min_gap_ratio == 0.5
+    assert ModelConfig.from_dict({**cfg.to_dict(), "min_gap_ratio": 0.3}).min_gap_ratio == 0.3
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="min_gap_ratio"):
+            ModelConfig.from_dict({**cfg.to_dict(), "min_gap_ratio": bad})
+    model = QHFlowModel.from_config("tiny", seed=0)
+    model.set_min_gap_ratio(0.0)
+    assert model.min_gap_ratio == 0.0 and model.config.to_dict()["min_gap_ratio"] == 0.0
+
+
+def test_shipped_model_on_ethanol_needs_no_raise_and_the_hook_reports_it(ethanol):
+    """On a QM9-like molecule the guard leaves the prediction exactly as it was."""
+    model = pyscf_qhflow.load_model("default")
+    assert model.min_gap_ratio == 0.5
+    guarded = model.predict_fock(ethanol)
+    report = model.last_guard[0]
+    assert not report["raised"] and report["tau"] == model.overlap_damping
+    assert report["gap"] > 0.5 * report["gap_hinit"] > 0
+    model.set_min_gap_ratio(0.0)
+    try:
+        np.testing.assert_allclose(model.predict_fock(ethanol), guarded, rtol=0, atol=1e-12)
+    finally:
+        model.set_min_gap_ratio(0.5)
+    mf = dft.RKS(ethanol, xc="b3lyp")
+    mf.grids.level = 1
+    mf.qhflow_model = model
+    mf.get_init_guess(key="qhflow")
+    assert mf.qhflow_info["gap_guard"]["tau"] == model.overlap_damping
