@@ -6,7 +6,8 @@ overlap-damping values tau (``pyscf_qhflow.overlap_damping``):
 * the lowest orbital energies of ``F C = S C e`` (Hartree): a spurious deep
   level, or a level missing from the core, shows here;
 * HOMO, LUMO and gap (Hartree): a near-zero gap means aufbau is filling a
-  misplaced level;
+  misplaced level (the first qhflow row is the model as shipped, with the
+  gap guard of ``pyscf_qhflow.gap_guard``; the others are without it);
 * with ``--energy``, the B3LYP energy of the aufbau density (Hartree, one
   Fock build each): an idempotent density's energy lies above the SCF
   minimum, and the closer the better.
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.xyz}: {mol.natm} atoms, {mol.nao} AOs, {nocc} occupied; smallest overlap "
           f"eigenvalues {np.array2string(np.linalg.eigvalsh(overlap)[:3], precision=6)}")
     focks = {"H_init": hinit}
+    guarded = model.predict_fock(mol, hinit=hinit)  # the shipped settings, gap guard included
+    focks[f"qhflow as shipped (gap guard: tau {model.last_guard[0]['tau']:g})"] = guarded
+    model.set_min_gap_ratio(0.0)  # each row below at exactly its tau
     ranges = [None] if args.residual_range is None else [None, tuple(args.residual_range)]
     for rng in ranges:
         model.set_residual_range(rng)

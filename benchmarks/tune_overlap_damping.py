@@ -36,6 +36,7 @@ COLUMNS = ("h_mae_uha", "occ_eps_mae_mha", "gap_err_mha", "occ_cosine", "density
 def score(ds, indices, model, taus) -> list[dict]:
     """One row per (molecule, tau) plus the H_init baseline (tau = 'hinit')."""
     model.set_overlap_damping(0.0)
+    model.set_min_gap_ratio(0.0)  # the raw residual: the gap guard would damp it
     rows = []
     for i in tqdm(indices, desc="molecules"):
         rec = ds[i]

@@ -38,6 +38,7 @@ def test_model_applies_its_residual_range_and_config_keeps_it(ethanol):
     from pyscf_qhflow.hinit import minao_fock
     from pyscf_qhflow.model import ModelConfig, QHFlowModel
     model = QHFlowModel.from_config("tiny", seed=0).double()
+    model.set_min_gap_ratio(0.0)  # the untrained model's gap would trigger the gap guard
     hinit = minao_fock(ethanol, xc=model.xc)
     plain = model.predict_fock(ethanol, hinit=hinit)
     model.set_residual_range((1.2, 2.0))
