@@ -26,6 +26,7 @@ and one gap-guard report per molecule into the ``guard_reports`` list.
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from .aolayout import MolLayout, UnsupportedMoleculeError, ao_atom_indices
 from .batching import make_batch, unbatch_fock
 from .gap_guard import guarded_fock
 from .residual_range import limit_residual_range
-from .scf_guess import check_input
+from .scf_guess import QHFlowGuessWarning, check_input
 
 __all__ = ["hinit_and_overlap", "predict_fock", "predict_fock_batch"]
 
@@ -133,9 +134,11 @@ def _log_guard(mol: gto.Mole, report: dict) -> None:
         return
     gaps = f"H_init gap {report['gap_hinit'] * 1e3:.1f} mHa"
     if np.isinf(report["tau"]):
-        logger.warn(mol, "qhflow gap guard: no overlap damping up to tau = %g gives a "
-                    "plausible HOMO-LUMO gap (%s); the guess is H_init alone (MinAO-density "
-                    "Fock)", report["taus_tried"][-1], gaps)
+        msg = (f"qhflow gap guard: no overlap damping up to tau = {report['taus_tried'][-1]:g} "
+               f"gives a plausible HOMO-LUMO gap ({gaps}); the guess is H_init alone "
+               "(MinAO-density Fock)")
+        warnings.warn(msg, QHFlowGuessWarning, stacklevel=3)
+        logger.warn(mol, msg)
     else:
         logger.info(mol, "qhflow gap guard: predicted gap too small at tau = %g; tau raised "
                     "to %g (gap %.1f mHa, %s)", report["taus_tried"][0], report["tau"],
