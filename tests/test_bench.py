@@ -138,3 +138,9 @@ def test_bench_scf_adds_a_guess_to_an_old_run_without_rerunning_it(tiny_checkpoi
     assert main(["bench", "summarize", str(out / "scf.csv"), "--out", str(merged)]) == 0
     assert (merged / "scf_summary.md").read_text() == (out / "scf_summary.md").read_text()
     assert main(["bench", "summarize", str(out / "scf.csv"), str(out / "scf.csv")]) == 2
+    assert main(["bench", "summarize", str(out / "scf.csv"), "--molecules", "water",
+                 "--out", str(merged / "only")]) == 0
+    assert "| qhflow | 1 |" in (merged / "only" / "scf_summary.md").read_text()
+    assert main(["bench", "summarize", str(out / "scf.csv"), "--molecules", "benzene",
+                 "--out", str(merged / "none")]) == 0
+    assert "| qhflow |" not in (merged / "none" / "scf_summary.md").read_text()

@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = sub.add_parser("summarize", help="one SCF table from several runs' scf.csv files "
                                          "(e.g. molecules run in parallel)")
     m.add_argument("csv", nargs="+", help="scf.csv files of 'qhflow bench scf' runs")
+    m.add_argument("--molecules", nargs="+", default=None, metavar="NAME",
+                   help="only these molecules (names as in the CSV)")
     m.add_argument("--out", default=None, help="also write the table to OUT/scf_summary.md")
 
 
@@ -152,6 +154,8 @@ def _run_summarize(args) -> int:
     for path in args.csv:
         with open(path) as f:
             for row in csv.DictReader(f):
+                if args.molecules is not None and row["molecule"] not in args.molecules:
+                    continue
                 key = (row["molecule"], row["guess"])
                 if key in seen:
                     print(f"qhflow bench summarize: {key[0]} from {key[1]} appears twice "
