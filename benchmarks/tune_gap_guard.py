@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
-from pyscf_qhflow.gap_guard import homo_lumo_gap
+from pyscf_qhflow.gap_guard import homo_lumo_gap, neutral_nocc
 from pyscf_qhflow.overlap_damping import damp_residual
 from pyscf_qhflow.predict import hinit_and_overlap
 from pyscf_qhflow.scfrun import load_molecule
@@ -36,7 +36,7 @@ from pyscf_qhflow.scfrun import load_molecule
 def ratios(mol, hinit, overlap, model, label=None) -> dict:
     """Gap / H_init gap of the label and of the prediction (tau = 0 and the model's tau)."""
     tau = model.overlap_damping
-    nocc = mol.nelectron // 2
+    nocc = neutral_nocc(mol)
     ratio_before = model.min_gap_ratio
     model.set_min_gap_ratio(0.0)  # the raw prediction, before the guard
     try:

@@ -14,7 +14,8 @@ The rule uses only what is known before the SCF.  On 148 QM9 molecules
 predicted gap below ``min_gap_ratio`` (default 0.5) times H_init's gap is
 therefore a misplaced level, not chemistry.
 
-What: with ``nocc = nelectron // 2``, ``gap(F) = e[nocc] - e[nocc - 1]`` of
+What: with ``nocc`` half the neutral molecule's electron count
+(:func:`neutral_nocc`), ``gap(F) = e[nocc] - e[nocc - 1]`` of
 ``F C = S C e``.  Starting from the model's ``tau``, while
 ``gap(H_init + W_tau R W_tau) < min_gap_ratio * gap(H_init)``, ``tau`` grows
 threefold, up to ``max_tau``; if no ``tau`` passes, the guess is H_init itself
@@ -27,12 +28,24 @@ import numpy as np
 
 from .overlap_damping import damp_residual
 
-__all__ = ["DEFAULT_MIN_GAP_RATIO", "MAX_TAU", "homo_lumo_gap", "guarded_fock"]
+__all__ = ["DEFAULT_MIN_GAP_RATIO", "MAX_TAU", "neutral_nocc", "homo_lumo_gap",
+           "guarded_fock"]
 
 DEFAULT_MIN_GAP_RATIO = 0.5
 MAX_TAU = 1.0
 TAU_GROWTH = 3.0
 FIRST_TAU = 1e-3  # where the ladder starts when the model does not damp at all
+
+
+def neutral_nocc(mol) -> int:
+    """Doubly occupied levels of the neutral closed-shell molecule: sum(Z) // 2.
+
+    The network predicts the Fock matrix of the neutral closed-shell molecule
+    whatever ``mol.charge`` and ``mol.spin`` are, and H_init is built from
+    neutral atomic densities, so the gap to check is the neutral one.  (For a
+    cation, ``nelectron // 2`` would compare the neutral HOMO-1 and HOMO.)
+    """
+    return int(round(float(mol.atom_charges().sum()))) // 2
 
 
 def _orthogonaliser(overlap_eig: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

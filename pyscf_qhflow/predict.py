@@ -36,7 +36,7 @@ from pyscf.lib import logger
 from . import hinit
 from .aolayout import MolLayout, UnsupportedMoleculeError, ao_atom_indices
 from .batching import make_batch, unbatch_fock
-from .gap_guard import guarded_fock
+from .gap_guard import guarded_fock, neutral_nocc
 from .residual_range import limit_residual_range
 from .scf_guess import QHFlowGuessWarning, check_input
 
@@ -117,7 +117,7 @@ def predict_fock_batch(mols: list[gto.Mole], model, num_steps: int | None = None
             ao_atom = ao_atom_indices(mol)
             r = limit_residual_range(r, mol.atom_coords(unit="Angstrom"), ao_atom,
                                      *residual_range)
-        f, report = guarded_fock(h, r, s, mol.nelectron // 2, tau, min_gap_ratio)
+        f, report = guarded_fock(h, r, s, neutral_nocc(mol), tau, min_gap_ratio)
         _log_guard(mol, report)
         if guard_reports is not None:
             guard_reports.append(report)

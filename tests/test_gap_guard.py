@@ -115,3 +115,19 @@ def test_the_log_says_when_tau_was_raised_and_warns_when_h_init_is_used(water):
         _log_guard(mol, {"raised": True, "tau": np.inf, "taus_tried": [0.01, 0.81],
                          "gap": 0.179, "gap_hinit": 0.179})
     assert "WARN" in mol.stdout.getvalue() and "H_init alone" in mol.stdout.getvalue()
+
+
+def test_ions_are_checked_on_the_neutral_gap(water):
+    """The network and H_init describe the neutral closed-shell molecule, whatever the charge."""
+    from pyscf_qhflow.gap_guard import neutral_nocc
+    model = pyscf_qhflow.load_model("default")
+    reports = {}
+    for charge, spin in ((0, 0), (1, 1), (-1, 1)):
+        ion = water.copy()
+        ion.charge, ion.spin = charge, spin
+        ion.build(False, False)
+        assert neutral_nocc(ion) == 5
+        model.predict_fock(ion)
+        reports[charge] = model.last_guard[0]
+    assert reports[1]["gap"] == pytest.approx(reports[0]["gap"], abs=1e-10)
+    assert reports[-1]["gap_hinit"] == pytest.approx(reports[0]["gap_hinit"], abs=1e-10)
