@@ -13,7 +13,8 @@ from pyscf_qhflow.batching import make_batch
 from pyscf_qhflow.model import ModelConfig, Protocol, QHFlowModel
 from pyscf_qhflow.train import loop
 from pyscf_qhflow.train.loop import EMA, TrainConfig, fit, lr_factor
-from pyscf_qhflow.train.loss import (hamiltonian_loss, lowdin_orthogonalizer,
+from pyscf_qhflow.train.loss import (density_response_data, hamiltonian_loss,
+                                     linear_density_error, lowdin_orthogonalizer,
                                      occupied_eigenvalue_loss)
 
 from conftest import example_mol
@@ -104,6 +105,38 @@ def test_ema_tracks_weights():
     torch.testing.assert_close(ema.module.weight, d * before + (1 - d) * lin.weight)
 
 
+@pytest.mark.parametrize("tau", [0.0, 0.01])
+def test_linear_density_error_is_the_first_order_guess_density_error(records, tau):
+    from pyscf_qhflow.benchmark import fock_metrics
+    from pyscf_qhflow.overlap_damping import damp_residual
+
+    rec = records[1]  # methane: triply degenerate occupied levels
+    fock, h0, s = rec["fock"], rec["hinit"], rec["overlap"]
+    nocc = int(rec["Z"].sum()) // 2
+    data = density_response_data(fock, h0, s, nocc, tau)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=fock.shape)
+    noise = noise + noise.T
+    # the residual that reproduces F* exactly after damping has zero density error
+    exact = np.linalg.solve(_damping(s, tau), np.linalg.solve(_damping(s, tau), fock - h0).T).T
+    for scale in (1e-4, 1e-5):
+        r = exact + scale * noise
+        linear = float(linear_density_error([torch.as_tensor(r)], [data]))
+        true = fock_metrics(h0 + damp_residual(r, s, tau), fock, s, nocc)["density_err"]
+        assert linear == pytest.approx(true, rel=20 * scale / 1e-4 * 1e-3), (scale, linear, true)
+    zero = torch.zeros_like(torch.as_tensor(exact), requires_grad=True)
+    loss = linear_density_error([zero], [data])  # residual 0: the guess is H_init's
+    loss.backward()
+    assert loss > 0.1 and torch.isfinite(zero.grad).all()
+    with pytest.raises(ValueError, match="nocc < nao"):
+        density_response_data(fock, h0, s, s.shape[0], tau)
+
+
+def _damping(s, tau):
+    from pyscf_qhflow.overlap_damping import overlap_damping_matrix
+    return overlap_damping_matrix(s, tau) if tau > 0 else np.eye(len(s))
+
+
 # ------------------------------------------------------------------ loop
 
 def _cfg(**kw) -> TrainConfig:
@@ -129,6 +162,27 @@ def test_fifty_steps_lower_the_loss_and_write_outputs(records, tmp_path):
     assert set(by_k) == {"0", "2"}
     k = card["metrics"]["flow_num_steps"]
     assert by_k[str(k)] == min(by_k.values())
+
+
+def test_density_loss_and_density_validation(records, tmp_path):
+    model = tiny_model()
+    model.set_overlap_damping(0.01)
+    summary = fit(model, records, records, tmp_path,
+                  _cfg(steps=30, density_weight=0.01, val_metric="density", val_every=10),
+                  val_indices=[0, 1])
+    losses = [l for _, l in summary["history"]]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert summary["val_metric"] == "density" and 0 < summary["best_val_score"] < 10
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    scored = [float(r["val_density_err"]) for r in rows if r["val_density_err"]]
+    assert len(scored) == 3 and min(scored) == pytest.approx(summary["best_val_score"], rel=1e-4)
+    card = torch.load(tmp_path / "best.pt", weights_only=True)["card"]
+    assert card["metrics"]["val_density_err"] == pytest.approx(summary["best_val_score"])
+    assert card["train_config"]["density_weight"] == 0.01
+    with pytest.raises(ValueError, match="val_metric"):
+        TrainConfig(val_metric="energy")
+    with pytest.raises(ValueError, match="H MAE"):
+        TrainConfig(val_metric="density", choose_num_steps=(0, 2))
 
 
 def test_resume_continues_exactly(records, tmp_path):

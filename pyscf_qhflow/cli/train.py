@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write RUN_DIR/state.pt every M minutes")
     parser.add_argument("--eig-weight", type=float, default=0.0,
                         help="weight of the occupied-eigenvalue loss (0 = off)")
+    parser.add_argument("--density-weight", type=float, default=0.0,
+                        help="weight of the first-order guess-density error (0 = off)")
+    parser.add_argument("--val-metric", choices=["h_mae", "density"], default="h_mae",
+                        help="validation score that chooses best.pt: H MAE, or the error "
+                             "of the guess density (default h_mae)")
     parser.add_argument("--choose-k", type=int, nargs="+", default=[], metavar="K",
                         help="candidate numbers of flow Euler steps; the best on the "
                              "validation set is written into best.pt (e.g. 0 1 2 4)")
@@ -88,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
                       val_every=args.val_every, val_max_molecules=args.val_max_molecules,
                       ckpt_minutes=args.ckpt_minutes, max_minutes=args.max_minutes,
                       ema_decay=args.ema_decay,
-                      float64=args.float64, eig_weight=args.eig_weight, seed=args.seed,
+                      float64=args.float64, eig_weight=args.eig_weight,
+                      density_weight=args.density_weight, val_metric=args.val_metric,
+                      seed=args.seed,
                       num_threads=args.threads, device=args.device,
                       progress=not args.no_progress,
                       choose_num_steps=tuple(args.choose_k))
@@ -100,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
           f"{data!r}; split train/val/test {len(train_idx)}/{len(val_idx)}/{len(test_idx)}")
     summary = fit(model, data, data, args.out, cfg, resume=args.resume, card=card,
                   train_indices=train_idx, val_indices=val_idx)
-    print(f"qhflow train: stopped at step {summary['step']}; best validation H MAE "
-          f"{summary['best_val_mae_uha']:.1f} micro-Hartree; weights in "
-          f"{Path(args.out) / 'best.pt'}")
+    best = (f"H MAE {summary['best_val_score']:.1f} micro-Hartree"
+            if summary["val_metric"] == "h_mae"
+            else f"guess-density error {summary['best_val_score']:.4f} electrons")
+    print(f"qhflow train: stopped at step {summary['step']}; best validation {best}; "
+          f"weights in {Path(args.out) / 'best.pt'}")
     return 0

@@ -12,10 +12,11 @@ with_overlap=True``).  Each record is cut into blocks once and kept in memory
 4. AdamW step (gradient clipping; linear warm-up then cosine decay), EMA update.
 
 Every ``val_every`` steps the EMA weights are scored on the validation set
-with the flow sampler at K = ``flow.num_steps`` (H MAE in micro-Hartree);
-the best are written with :func:`~pyscf_qhflow.checkpoint.save_checkpoint`
-to ``out_dir/best.pt``.  ``out_dir/state.pt`` (model, EMA, optimizer,
-scheduler, step) is written every ``ckpt_minutes`` and at the end;
+with the flow sampler at K = ``flow.num_steps`` (H MAE in micro-Hartree; with
+``val_metric='density'`` also the error of the guess density, which then
+picks the best); the best are written with
+:func:`~pyscf_qhflow.checkpoint.save_checkpoint` to ``out_dir/best.pt``.
+``out_dir/state.pt`` (model, EMA, optimizer, scheduler, step) is written every ``ckpt_minutes`` and at the end;
 ``resume=True`` continues from it exactly on every rank: all randomness is a
 function of the step (epoch permutations seeded by ``seed + epoch``; the
 flow's prior and time draws by ``(seed, step, rank)``), so the RNG state is
@@ -47,12 +48,14 @@ from ..batching import MolBlocks, block_masks, collate, prepare_record
 from ..blocks import assemble_blocks
 from ..checkpoint import (load_training_state, save_checkpoint, save_training_state)
 from ..flow import interpolate, sample_prior, sample_time
-from .loss import hamiltonian_loss, lowdin_orthogonalizer, occupied_eigenvalue_loss
+from .loss import (density_response_data, hamiltonian_loss, linear_density_error,
+                   lowdin_orthogonalizer, occupied_eigenvalue_loss)
 
 __all__ = ["TrainConfig", "BlockCache", "EMA", "lr_factor", "training_step", "evaluate",
-           "choose_num_steps", "fit", "LOG_FIELDS"]
+           "evaluate_density_error", "choose_num_steps", "fit", "LOG_FIELDS"]
 
-LOG_FIELDS = ["step", "time_s", "lr", "train_loss", "train_mae_uha", "val_mae_uha"]
+LOG_FIELDS = ["step", "time_s", "lr", "train_loss", "train_mae_uha", "val_mae_uha",
+              "val_density_err"]
 HARTREE_TO_UHA = 1e6
 
 
@@ -71,6 +74,8 @@ class TrainConfig:
     mae_weight: float = 1.0
     mse_weight: float = 1.0
     eig_weight: float = 0.0  # occupied-eigenvalue MAE term (Hartree); 0 = off
+    density_weight: float = 0.0  # first-order guess-density error term (electrons); 0 = off
+    val_metric: str = "h_mae"  # validation score that picks best.pt: 'h_mae' or 'density'
     val_every: int = 1000
     val_batch_size: int = 8
     val_max_molecules: int | None = None
@@ -84,6 +89,19 @@ class TrainConfig:
     progress: bool = True
     choose_num_steps: tuple[int, ...] = ()  # candidate K: pick the best on validation at the end
 
+    def __post_init__(self):
+        if self.val_metric not in ("h_mae", "density"):
+            raise ValueError(f"val_metric must be 'h_mae' or 'density', got {self.val_metric!r}")
+        if self.eig_weight < 0 or self.density_weight < 0:
+            raise ValueError("eig_weight and density_weight must be >= 0")
+        if self.choose_num_steps and self.val_metric != "h_mae":
+            raise ValueError("choose_num_steps scores K by H MAE; it needs val_metric='h_mae'")
+
+    @property
+    def needs_dense(self) -> bool:
+        """Whether the loss or the validation needs dense per-molecule matrices."""
+        return self.eig_weight > 0 or self.density_weight > 0 or self.val_metric == "density"
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         reject_unknown_keys(cls, d, "the training options")
@@ -96,19 +114,21 @@ class TrainConfig:
 class BlockCache:
     """Records of ``dataset`` at ``indices`` cut into blocks once and kept in memory.
 
-    With ``dense=True`` it also keeps what the eigenvalue loss needs:
-    dense H_init and F* (PySCF order), S^(-1/2) and the occupied count.
+    With ``dense=True`` it also keeps dense H_init, F* and S (PySCF order) and
+    the occupied count, and builds on first use what the eigenvalue loss
+    (S^(-1/2)) and the density loss (:func:`~.loss.density_response_data`,
+    with the overlap damping ``tau``) need.
 
     Memory: blocks are float64, about 2 x (natm + npair) x P^2 x 8 bytes per
     molecule (~1 MB for an 18-atom QM9 molecule with every pair listed).
     """
 
     def __init__(self, dataset, indices, basis_layout, cutoff: float, pair_cutoff: float,
-                 dense: bool = False):
+                 dense: bool = False, tau: float = 0.0):
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.basis_layout, self.cutoff, self.pair_cutoff = basis_layout, cutoff, pair_cutoff
-        self.dense = dense
+        self.dense, self.tau = dense, float(tau)
         self._blocks: dict[int, MolBlocks] = {}
         self._dense: dict[int, dict] = {}
 
@@ -124,13 +144,21 @@ class BlockCache:
                                              self.pair_cutoff)
             if self.dense:
                 self._dense[i] = {"hinit": rec["hinit"], "fock": rec["fock"],
-                                  "x": lowdin_orthogonalizer(rec["overlap"]),
+                                  "overlap": rec["overlap"],
                                   "nocc": int(np.sum(rec[keys.Z])) // 2}
         return self._blocks[i]
 
-    def dense_data(self, i: int) -> dict:
+    def dense_data(self, i: int, need: tuple[str, ...] = ()) -> dict:
+        """Dense matrices of molecule ``i``; ``need`` may ask for 'x' (S^-1/2) and
+        'density' (:func:`~.loss.density_response_data`), built once."""
         self[i]
-        return self._dense[i]
+        d = self._dense[i]
+        if "x" in need and "x" not in d:
+            d["x"] = lowdin_orthogonalizer(d["overlap"])
+        if "density" in need and "density" not in d:
+            d["density"] = density_response_data(d["fock"], d["hinit"], d["overlap"],
+                                                  d["nocc"], self.tau)
+        return d
 
 
 class EMA:
@@ -185,7 +213,7 @@ def training_step(model, batch: dict, flow_cfg, irreps_block: str, cfg: TrainCon
 
     ``model`` is called as ``model(batch) -> (onsite, offsite)``.  ``dense``/``info``
     (per-molecule dense data and :class:`~pyscf_qhflow.batching.BatchInfo`)
-    are needed only when ``cfg.eig_weight > 0``.
+    are needed only when ``cfg.eig_weight > 0`` or ``cfg.density_weight > 0``.
     """
     x1 = _targets(batch)
     mask, pairs = batch[keys.SLOT_MASK], batch[keys.PAIR_INDEX]
@@ -201,13 +229,16 @@ def training_step(model, batch: dict, flow_cfg, irreps_block: str, cfg: TrainCon
         xt = interpolate(x0, x1, t, batch[keys.BATCH], pairs)
     pred = model({**batch, keys.XT_ONSITE: xt[0], keys.XT_OFFSITE: xt[1], keys.T: t})
     loss, metrics = hamiltonian_loss(pred, x1, mask, pairs, cfg.mae_weight, cfg.mse_weight)
-    if cfg.eig_weight > 0:
+    if cfg.eig_weight > 0 or cfg.density_weight > 0:
         if dense is None or info is None:
-            raise ValueError("eig_weight > 0 needs the dense data of the batch")
+            raise ValueError("eig_weight > 0 or density_weight > 0 needs the dense data "
+                             "of the batch")
+        residuals = [assemble_blocks(pred[0][sa], pred[1][sp], lay, p)  # [nao, nao]
+                     for lay, p, sa, sp in zip(info.layouts, info.pairs, info.atom_slices,
+                                               info.pair_slices)]
+    if cfg.eig_weight > 0:
         f_pred, f_ref, xs, nocc = [], [], [], []
-        for d, lay, p, sa, sp in zip(dense, info.layouts, info.pairs, info.atom_slices,
-                                     info.pair_slices):
-            r = assemble_blocks(pred[0][sa], pred[1][sp], lay, p)  # [nao, nao]
+        for d, r in zip(dense, residuals):
             f_pred.append(torch.as_tensor(d["hinit"], dtype=dtype, device=r.device) + r)
             f_ref.append(torch.as_tensor(d["fock"], dtype=dtype, device=r.device))
             xs.append(torch.as_tensor(d["x"], dtype=dtype, device=r.device))
@@ -215,6 +246,10 @@ def training_step(model, batch: dict, flow_cfg, irreps_block: str, cfg: TrainCon
         eig = occupied_eigenvalue_loss(f_pred, f_ref, xs, nocc)
         loss = loss + cfg.eig_weight * eig
         metrics["eig_mae"] = float(eig.detach())
+    if cfg.density_weight > 0:
+        dens = linear_density_error(residuals, [d["density"] for d in dense])
+        loss = loss + cfg.density_weight * dens
+        metrics["density_err"] = float(dens.detach())
     metrics["loss"] = float(loss.detach())
     return loss, metrics
 
@@ -242,6 +277,45 @@ def evaluate(model, cache: BlockCache, batch_size: int = 8, num_steps: int | Non
     finally:
         model.train(was_training)
     return total / count * HARTREE_TO_UHA
+
+
+@torch.no_grad()
+def evaluate_density_error(model, cache: BlockCache, batch_size: int = 8,
+                           num_steps: int | None = None,
+                           max_molecules: int | None = None) -> float:
+    """Mean error of the guess density over ``cache`` (electrons; needs ``dense=True``).
+
+    The prediction is assembled as at inference, ``F = H_init + W R W`` with the
+    cache's overlap damping ``tau`` (gap guard and distance switch aside), and
+    scored by the exact ``density_err`` of :func:`pyscf_qhflow.benchmark.fock_metrics`.
+    """
+    from ..benchmark import fock_metrics
+    from ..overlap_damping import damp_residual
+
+    if not cache.dense:
+        raise ValueError("evaluate_density_error needs a BlockCache with dense=True")
+    n = len(cache) if max_molecules is None else min(len(cache), max_molecules)
+    if n == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    errors = []
+    try:
+        for start in range(0, n, batch_size):
+            ids = list(range(start, min(n, start + batch_size)))
+            batch, info = collate([cache[i] for i in ids], model.dtype, model.device)
+            on, off = model.sample(batch, num_steps=num_steps)
+            for i, lay, p, sa, sp in zip(ids, info.layouts, info.pairs, info.atom_slices,
+                                         info.pair_slices):
+                d = cache.dense_data(i)
+                r = assemble_blocks(on[sa].double().cpu().numpy(),
+                                    off[sp].double().cpu().numpy(), lay, p)
+                f = d["hinit"] + damp_residual(r, d["overlap"], cache.tau)
+                errors.append(fock_metrics(f, d["fock"], d["overlap"],
+                                           d["nocc"])["density_err"])
+    finally:
+        model.train(was_training)
+    return float(np.mean(errors))
 
 
 def choose_num_steps(model, cache: BlockCache, candidates, batch_size: int = 8,
@@ -321,6 +395,14 @@ def _choose_k_for_best(best_path: Path, template, val_cache: BlockCache,
     save_checkpoint(best_path, best, card)
 
 
+def _format_scores(scores: dict) -> dict:
+    """Validation scores as log-file strings (µHa to 2 decimals, density error to 5)."""
+    out = {"val_mae_uha": f"{scores['val_mae_uha']:.2f}"}
+    if "val_density_err" in scores:
+        out["val_density_err"] = f"{scores['val_density_err']:.5f}"
+    return out
+
+
 def _append_log(path: Path, row: dict) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as fh:
@@ -361,7 +443,8 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
     def cache_of(ds, idx):
         idx = np.arange(len(ds)) if idx is None else idx
         return BlockCache(ds, idx, model.basis_layout, model.cutoff, model.pair_cutoff,
-                          dense=cfg.eig_weight > 0)
+                          dense=cfg.needs_dense,
+                          tau=float(getattr(model, "overlap_damping", 0.0)))
 
     train_cache = cache_of(train_set, train_indices)
     val_cache = cache_of(val_set, val_indices) if val_set is not None else None
@@ -403,24 +486,31 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
             "model_config": model.config.to_dict(), "train_config": asdict(cfg),
             "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "best_val_mae_uha": best,
+            "step": step, "best_val_mae_uha": best,  # the best score of cfg.val_metric
             "elapsed_s": elapsed_before + time.perf_counter() - t_start})
 
-    def validate_and_keep_best() -> float:
+    def validate_and_keep_best() -> dict:
+        """Validation scores of the EMA weights; writes best.pt when ``val_metric`` improves."""
         nonlocal best
         if val_cache is None or len(val_cache) == 0:
-            return float("nan")
-        mae = evaluate(ema.module, val_cache, cfg.val_batch_size,
-                       max_molecules=cfg.val_max_molecules)
-        if mae < best:
-            best = mae
-            save_checkpoint(best_path, ema.module, _card(mae))
-        return mae
+            return {"val_mae_uha": float("nan")}
+        scores = {"val_mae_uha": evaluate(ema.module, val_cache, cfg.val_batch_size,
+                                          max_molecules=cfg.val_max_molecules)}
+        if cfg.val_metric == "density":
+            scores["val_density_err"] = evaluate_density_error(
+                ema.module, val_cache, cfg.val_batch_size, max_molecules=cfg.val_max_molecules)
+        score = scores["val_density_err" if cfg.val_metric == "density" else "val_mae_uha"]
+        if score < best:
+            best = score
+            save_checkpoint(best_path, ema.module, _card(scores))
+        return scores
 
-    def _card(mae):
-        return {**(card or {}), "steps": step,
-                "metrics": {"val_h_mae_uha": mae, "flow_num_steps": flow_cfg.num_steps,
-                            "val_molecules": 0 if val_cache is None else len(val_cache)},
+    def _card(scores):
+        metrics = {"val_h_mae_uha": scores["val_mae_uha"], "flow_num_steps": flow_cfg.num_steps,
+                   "val_molecules": 0 if val_cache is None else len(val_cache)}
+        if "val_density_err" in scores:
+            metrics["val_density_err"] = scores["val_density_err"]
+        return {**(card or {}), "steps": step, "metrics": metrics,
                 "train_config": {k: v for k, v in asdict(cfg).items()}}
 
     t_start = time.perf_counter()
@@ -438,7 +528,9 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
         idx = order[pos * bs:(pos + 1) * bs]
         gen.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
         batch, info = collate([train_cache[int(i)] for i in idx], dtype, device)
-        dense = [train_cache.dense_data(int(i)) for i in idx] if cfg.eig_weight > 0 else None
+        need = (("x",) if cfg.eig_weight > 0 else ()) + (
+            ("density",) if cfg.density_weight > 0 else ())
+        dense = [train_cache.dense_data(int(i), need) for i in idx] if need else None
         loss, metrics = training_step(net, batch, flow_cfg, model.basis_layout.irreps_str,
                                       cfg, gen, dense, info)
         opt.zero_grad(set_to_none=True)
@@ -464,7 +556,7 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
                    "train_mae_uha": f"{running / n_running * HARTREE_TO_UHA:.2f}"}
             running, n_running = 0.0, 0
         if is_main and step % cfg.val_every == 0 and step < cfg.steps:
-            row["val_mae_uha"] = f"{validate_and_keep_best():.2f}"
+            row.update(_format_scores(validate_and_keep_best()))
         if row is not None and step < cfg.steps:
             _append_log(log_path, row)
         out_of_time = ((cfg.max_minutes is not None and now - t_start > 60.0 * cfg.max_minutes)
@@ -479,20 +571,23 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
 
     final_mae = float("nan")
     if is_main:
-        final_mae = validate_and_keep_best()
+        final_scores = validate_and_keep_best()
+        final_mae = final_scores["val_mae_uha"]
         if not best_path.exists():  # no validation set: keep the final EMA weights
-            save_checkpoint(best_path, ema.module, _card(final_mae))
+            save_checkpoint(best_path, ema.module, _card(final_scores))
         elif cfg.choose_num_steps and val_cache is not None and len(val_cache):
             _choose_k_for_best(best_path, ema.module, val_cache, cfg)
         _append_log(log_path, {"step": step,
                                "time_s": f"{elapsed_before + time.perf_counter() - t_start:.1f}",
                                "lr": f"{sched.get_last_lr()[0]:.3e}",
                                "train_loss": f"{history[-1][1]:.6e}" if history else "",
-                               "val_mae_uha": f"{final_mae:.2f}"})
+                               **_format_scores(final_scores)})
         save_state()
     if distributed:
         import torch.distributed as dist
         dist.barrier()
         dist.destroy_process_group()
-    return {"step": step, "best_val_mae_uha": best, "final_val_mae_uha": final_mae,
+    return {"step": step, "val_metric": cfg.val_metric, "best_val_score": best,
+            "best_val_mae_uha": best if cfg.val_metric == "h_mae" else float("nan"),
+            "final_val_mae_uha": final_mae,
             "history": history, "stopped_early": stopped_early, "out_dir": str(out)}
