@@ -16,12 +16,12 @@ with the flow sampler at K = ``flow.num_steps`` (H MAE in micro-Hartree; with
 ``val_metric='density'`` also the error of the guess density, which then
 picks the best); the best are written with
 :func:`~pyscf_qhflow.checkpoint.save_checkpoint` to ``out_dir/best.pt``.
-``out_dir/state.pt`` (model, EMA, optimizer, scheduler, step) is written every ``ckpt_minutes`` and at the end;
-``resume=True`` continues from it exactly on every rank: all randomness is a
-function of the step (epoch permutations seeded by ``seed + epoch``; the
-flow's prior and time draws by ``(seed, step, rank)``), so the RNG state is
-the step itself.  ``out_dir/log.csv``
-logs step, time, lr, train loss, val MAE.
+``out_dir/state.pt`` (model, EMA, optimizer, scheduler, step) is written
+every ``ckpt_minutes`` and at the end; ``resume=True`` continues from it
+exactly on every rank: all randomness is a function of the step (epoch
+permutations seeded by ``seed + epoch``; the flow's prior and time draws by
+``(seed, step, rank)``), so the RNG state is the step itself.
+``out_dir/log.csv`` logs step, time, lr, train loss and the validation scores.
 
 Distributed: with ``WORLD_SIZE > 1`` (set by ``torchrun``) the process group
 is initialised from the environment, each rank takes its share of every
