@@ -108,8 +108,8 @@ def main(argv=None) -> None:
         with h5py.File(path) as f:
             cycles_minao = int(f["scf_cycles_minao"][j])
             qm9 = int(f["qm9_index"][j])
+            e_label = float(f["energy"][j])  # the label's SCF energy (Hartree)
         z, r = ds.geometry(i)
-        e_label = float(ds[i]["energy"])
         for name in args.models:
             if (name, f"qm9_{qm9}") not in done:
                 tasks.append({"model": name, "molecule": f"qm9_{qm9}", "Z": z, "R": r,
