@@ -156,22 +156,44 @@ def bench_preset(name: str, sizes: list[int], train_steps: int, batch_size: int,
     return row
 
 
-def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small") -> dict:
-    """Train ``preset`` on the first ``n_mol`` shard molecules; H MAE (uHa) on them."""
+def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small",
+            objective: str = "flow", lr: float = 1e-3, batch_size: int = 4,
+            out: str | None = None, max_minutes: float | None = None,
+            threads: int | None = None) -> dict:
+    """Train ``preset`` on the first ``n_mol`` shard molecules; H MAE (uHa) on them.
+
+    ``objective``: the flow objective of the preset, or 'regression' (t = 0,
+    no prior noise: the plain map geometry -> residual), to separate what the
+    network can express from what the flow's noise costs.  ``out``: keep the
+    run directory (log.csv, best.pt) and resume from it when it holds a
+    state.pt, so a long CPU run survives a stop.
+    """
     from pyscf_qhflow.data.shards import ShardDataset
     from pyscf_qhflow.train.loop import fit
 
     ds = ShardDataset(data, with_hinit=True, with_overlap=True)
     idx = np.arange(min(n_mol, len(ds)))
     model = QHFlowModel.from_config(preset)
-    cfg = TrainConfig(steps=steps, batch_size=4, lr=1e-3, warmup_steps=min(100, steps // 10),
-                      val_every=max(1, steps // 10), ema_decay=0.99, progress=True)
+    if objective != model.flow.objective:
+        from pyscf_qhflow.model import ModelConfig
+        cfg_dict = ModelConfig.preset(preset).to_dict()
+        cfg_dict["flow"]["objective"] = objective
+        if objective == "regression":
+            cfg_dict["flow"]["num_steps"] = 0
+        model = QHFlowModel.from_config(cfg_dict)
+    cfg = TrainConfig(steps=steps, batch_size=min(batch_size, len(idx)), lr=lr,
+                      warmup_steps=min(100, steps // 10), val_every=max(1, steps // 10),
+                      ema_decay=0.99, progress=True, max_minutes=max_minutes,
+                      ckpt_minutes=5.0, num_threads=threads)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        summary = fit(model, ds, ds, out, cfg, train_indices=idx, val_indices=idx)
-    return {"preset": preset, "molecules": len(idx), "steps": summary["step"],
-            "h_mae_uha": summary["final_val_mae_uha"], "best_uha": summary["best_val_mae_uha"],
-            "wall_s": time.perf_counter() - t0}
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(out) if out else Path(tmp)
+        resume = (run_dir / "state.pt").is_file()
+        summary = fit(model, ds, ds, run_dir, cfg, train_indices=idx, val_indices=idx,
+                      resume=resume)
+    return {"preset": preset, "objective": objective, "molecules": len(idx),
+            "steps": summary["step"], "h_mae_uha": summary["final_val_mae_uha"],
+            "best_uha": summary["best_val_mae_uha"], "wall_s": time.perf_counter() - t0}
 
 
 def print_tables(rows: list[dict], threads: int, sizes: list[int], device: str = "cpu") -> None:
@@ -223,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overfit-steps", type=int, default=3000)
     p.add_argument("--overfit-molecules", type=int, default=20)
     p.add_argument("--overfit-preset", default="small")
+    p.add_argument("--overfit-objective", choices=["flow", "regression"], default="flow",
+                   help="the preset's flow objective, or plain regression (t = 0, K = 0)")
+    p.add_argument("--overfit-lr", type=float, default=1e-3)
+    p.add_argument("--overfit-batch-size", type=int, default=4)
+    p.add_argument("--overfit-out", default=None,
+                   help="keep the run here (log.csv, best.pt); resumes from its state.pt")
+    p.add_argument("--overfit-minutes", type=float, default=None,
+                   help="stop (state saved) after this many minutes; rerun to resume")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -235,8 +265,11 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.presets]
         print_tables(rows, args.threads, args.sizes, args.device)
     if args.overfit:
-        o = overfit(args.data, args.overfit_steps, args.overfit_molecules, args.overfit_preset)
-        print(f"\nOverfit: {o['preset']} on {o['molecules']} shard molecules, {o['steps']} "
+        o = overfit(args.data, args.overfit_steps, args.overfit_molecules, args.overfit_preset,
+                    args.overfit_objective, args.overfit_lr, args.overfit_batch_size,
+                    args.overfit_out, args.overfit_minutes, args.threads)
+        print(f"\nOverfit: {o['preset']} ({o['objective']}) on {o['molecules']} shard "
+              f"molecules, {o['steps']} "
               f"steps, {o['wall_s']:.0f} s: H MAE {o['h_mae_uha']:.1f} uHa on those molecules "
               f"(best {o['best_uha']:.1f} uHa)")
     return 0
