@@ -21,6 +21,7 @@ and reports their H MAE in micro-Hartree.  Output: markdown tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
 import tempfile
@@ -32,7 +33,7 @@ import torch
 
 from pyscf_qhflow.aolayout import MolLayout
 from pyscf_qhflow.batching import make_batch
-from pyscf_qhflow.model import PRESETS, QHFlowModel
+from pyscf_qhflow.model import PRESETS, ModelConfig, QHFlowModel
 from pyscf_qhflow.train.loop import TrainConfig, training_step
 
 QM9_ATOMS = 18  # typical QM9 molecule: C7H10O2-like
@@ -173,22 +174,18 @@ def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small",
 
     ds = ShardDataset(data, with_hinit=True, with_overlap=True)
     idx = np.arange(min(n_mol, len(ds)))
-    model = QHFlowModel.from_config(preset)
-    if objective != model.flow.objective:
-        from pyscf_qhflow.model import ModelConfig
-        cfg_dict = ModelConfig.preset(preset).to_dict()
-        cfg_dict["flow"]["objective"] = objective
-        if objective == "regression":
-            cfg_dict["flow"]["num_steps"] = 0
-        model = QHFlowModel.from_config(cfg_dict)
+    model_cfg = ModelConfig.preset(preset).to_dict()
+    model_cfg["flow"]["objective"] = objective
+    if objective == "regression":
+        model_cfg["flow"]["num_steps"] = 0
+    model = QHFlowModel.from_config(model_cfg)
     cfg = TrainConfig(steps=steps, batch_size=min(batch_size, len(idx)), lr=lr,
                       warmup_steps=min(100, steps // 10), val_every=max(1, steps // 10),
                       ema_decay=0.99, progress=True, max_minutes=max_minutes,
                       ckpt_minutes=5.0, num_threads=threads)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(out) if out else Path(tmp)
-        resume = (run_dir / "state.pt").is_file()
+    with contextlib.nullcontext(out) if out else tempfile.TemporaryDirectory() as run_dir:
+        resume = (Path(run_dir) / "state.pt").is_file()
         summary = fit(model, ds, ds, run_dir, cfg, train_indices=idx, val_indices=idx,
                       resume=resume)
     return {"preset": preset, "objective": objective, "molecules": len(idx),
