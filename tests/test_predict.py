@@ -183,7 +183,7 @@ def test_set_num_steps_changes_the_default_k(water):
 
 def test_compiled_network_predicts_the_same(water, cached_hinit):
     """compile_net() goes through torch.compile (TorchDynamo; the 'eager' backend keeps
-    the test fast, the inductor default is measured in benchmarks/bench_model.py) and
+    the test fast, the inductor default is measured in benchmarks/bench_compile.py) and
     leaves predictions and the state_dict unchanged."""
     model = QHFlowModel.from_config("tiny", seed=1).to(torch.float64).eval()
     keys_before = list(model.state_dict())
