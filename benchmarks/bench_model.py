@@ -160,14 +160,17 @@ def bench_preset(name: str, sizes: list[int], train_steps: int, batch_size: int,
 def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small",
             objective: str = "flow", lr: float = 1e-3, batch_size: int = 4,
             out: str | None = None, max_minutes: float | None = None,
-            threads: int | None = None) -> dict:
+            threads: int | None = None, init: str | None = None) -> dict:
     """Train ``preset`` on the first ``n_mol`` shard molecules; H MAE (uHa) on them.
 
     ``objective``: the flow objective of the preset, or 'regression' (t = 0,
     no prior noise: the plain map geometry -> residual), to separate what the
     network can express from what the flow's noise costs.  ``out``: keep the
     run directory (log.csv, best.pt) and resume from it when it holds a
-    state.pt, so a long CPU run survives a stop.
+    state.pt, so a long CPU run survives a stop.  ``init``: a checkpoint whose
+    weights replace the random start (same network config required); the
+    question "can the network express the target?" does not depend on where
+    the optimiser starts, only how long it takes.
     """
     from pyscf_qhflow.data.shards import ShardDataset
     from pyscf_qhflow.train.loop import fit
@@ -179,6 +182,13 @@ def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small",
     if objective == "regression":
         model_cfg["flow"]["num_steps"] = 0
     model = QHFlowModel.from_config(model_cfg)
+    if init:
+        from pyscf_qhflow.checkpoint import read_checkpoint
+        ckpt = read_checkpoint(init)
+        if ckpt["config"]["net"] != model_cfg["net"]:
+            raise ValueError(f"{init}: its network config {ckpt['config']['net']} is not "
+                             f"the {preset!r} preset's {model_cfg['net']}")
+        model.load_state_dict(ckpt["state_dict"])
     cfg = TrainConfig(steps=steps, batch_size=min(batch_size, len(idx)), lr=lr,
                       warmup_steps=min(100, steps // 10), val_every=max(1, steps // 10),
                       ema_decay=0.99, progress=True, max_minutes=max_minutes,
@@ -188,7 +198,8 @@ def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small",
         resume = (Path(run_dir) / "state.pt").is_file()
         summary = fit(model, ds, ds, run_dir, cfg, train_indices=idx, val_indices=idx,
                       resume=resume)
-    return {"preset": preset, "objective": objective, "molecules": len(idx),
+    return {"preset": preset, "objective": objective, "init": init or "random",
+            "molecules": len(idx),
             "steps": summary["step"], "h_mae_uha": summary["final_val_mae_uha"],
             "best_uha": summary["best_val_mae_uha"], "wall_s": time.perf_counter() - t0}
 
@@ -250,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep the run here (log.csv, best.pt); resumes from its state.pt")
     p.add_argument("--overfit-minutes", type=float, default=None,
                    help="stop (state saved) after this many minutes; rerun to resume")
+    p.add_argument("--overfit-init", default=None, metavar="CKPT",
+                   help="start from these weights (e.g. pyscf_qhflow/weights/default.pt) "
+                        "instead of random ones")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -264,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.overfit:
         o = overfit(args.data, args.overfit_steps, args.overfit_molecules, args.overfit_preset,
                     args.overfit_objective, args.overfit_lr, args.overfit_batch_size,
-                    args.overfit_out, args.overfit_minutes, args.threads)
-        print(f"\nOverfit: {o['preset']} ({o['objective']}) on {o['molecules']} shard "
+                    args.overfit_out, args.overfit_minutes, args.threads,
+                    args.overfit_init)
+        print(f"\nOverfit: {o['preset']} ({o['objective']}, from {o['init']} weights) on "
+              f"{o['molecules']} shard "
               f"molecules, {o['steps']} "
               f"steps, {o['wall_s']:.0f} s: H MAE {o['h_mae_uha']:.1f} uHa on those molecules "
               f"(best {o['best_uha']:.1f} uHa)")
