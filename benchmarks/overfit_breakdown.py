@@ -7,7 +7,7 @@ fit above 20 µHa::
         --data ../shared/data --molecules 20
 
 Scores the residual (F* - H_init) prediction of ``--model`` on the first
-``--molecules`` shard records (or ``--indices``), over the real matrix
+``--molecules`` shard records, over the real matrix
 elements of the e3nn-order blocks, as ``evaluate`` in the training loop does.
 Prints a Markdown table: per block class, the share of matrix elements, the
 MAE (µHa) and the share of the total absolute error.
@@ -25,9 +25,8 @@ from pyscf_qhflow import keys
 from pyscf_qhflow.batching import block_masks, collate
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.data.shards import ShardDataset
-from pyscf_qhflow.train.loop import BlockCache
+from pyscf_qhflow.train.loop import HARTREE_TO_UHA, BlockCache
 
-HARTREE_TO_UHA = 1e6
 DISTANCE_EDGES_ANGSTROM = (0.0, 1.6, 3.0, 5.0, 8.0, np.inf)
 
 
