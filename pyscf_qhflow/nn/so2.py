@@ -77,20 +77,22 @@ class SO2Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = x.shape[0]  # x: [E, R', 2, c_in], frame_rows order
         n0, ci, co = self.lmax + 1, self.c_in, self.c_out
+        # One unbind and one split instead of many slices: the backward of a
+        # slice allocates a zero tensor of the whole input, that of split one cat.
+        sizes = [n0] + [self.lmax + 1 - m for m in range(1, self.mmax + 1) for _ in (0, 1)]
+        nat, pse = (part.split(sizes, dim=1) for part in x.unbind(2))  # [E, n, ci] segments
         w0 = self.w0.reshape(2, n0 * ci, n0 * co)
-        outs = [torch.stack([x[:, :n0, c].reshape(e, -1) @ w0[c] for c in range(2)],
+        outs = [torch.stack([nat[0].reshape(e, -1) @ w0[0], pse[0].reshape(e, -1) @ w0[1]],
                             dim=2).reshape(e, n0, co, 2).transpose(2, 3)]  # [E, n0, 2, co]
-        start = n0
         for m in range(1, self.mmax + 1):
             n = self.lmax + 1 - m
-            plus, minus = x[:, start:start + n], x[:, start + n:start + 2 * n]  # [E, n, 2, ci]
+            plus, minus = 2 * m - 1, 2 * m  # segment indices of +m and -m rows
             ma, mb = self._matrices(m)
-            a = torch.cat([plus[:, :, 0], minus[:, :, 1]], 1).reshape(e, -1) @ ma
-            b = torch.cat([plus[:, :, 1], minus[:, :, 0]], 1).reshape(e, -1) @ mb
+            a = torch.cat([nat[plus], pse[minus]], 1).reshape(e, -1) @ ma
+            b = torch.cat([pse[plus], nat[minus]], 1).reshape(e, -1) @ mb
             a, b = a.reshape(e, 2, n, co), b.reshape(e, 2, n, co)
             outs.append(torch.stack([a[:, 0], b[:, 0]], dim=2))  # +m rows: [E, n, 2, co]
             outs.append(torch.stack([b[:, 1], a[:, 1]], dim=2))  # -m rows
-            start += 2 * n
         return torch.cat(outs, dim=1)  # [E, R', 2, c_out]
 
     def extra_repr(self) -> str:
