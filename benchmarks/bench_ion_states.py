@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pyscf import gto
 
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.scfrun import make_scf, run_scf
 
 FIELDS = ["molecule", "natm", "charge", "guess", "cycles", "e_scf", "stable", "follow_steps",
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     ds = ShardDataset(find_shards(args.shards))
-    test = split_by_qm9_index(ds)[2][: args.limit]
+    test = split_indices(ds, "test", args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"ion_states_q{args.charge}.csv"

@@ -24,7 +24,7 @@ from pyscf import gto
 from pyscf.data import nist
 
 from pyscf_qhflow.checkpoint import load_model
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.oneshot import oneshot
 from pyscf_qhflow.scfrun import make_scf
 
@@ -134,8 +134,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model)
     ds = ShardDataset(find_shards(args.shards))
-    idx = list(dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split])
-    idx = idx[args.start:args.limit]
+    idx = split_indices(ds, args.split)[args.start:args.limit]
     if args.fd:
         print(finite_difference_check(ds[idx[0]], model, args.grid_level))
         return 0

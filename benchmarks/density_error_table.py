@@ -21,7 +21,7 @@ import torch
 
 def main(argv=None) -> None:
     from pyscf_qhflow.checkpoint import load_model
-    from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+    from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
     from pyscf_qhflow.train.loop import BlockCache, evaluate, evaluate_density_error
     from pyscf_qhflow.train.loss import linear_density_error
 
@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     ds = ShardDataset(find_shards(args.shards), with_hinit=True, with_overlap=True)
-    idx = dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split]
+    idx = split_indices(ds, args.split)
     print(f"{len(idx)} {args.split} molecules\n")
     print("| model | sha256 | H MAE (µHa) | guess-density error | first-order density error |")
     print("|---|---|---:|---:|---:|")

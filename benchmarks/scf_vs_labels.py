@@ -81,7 +81,7 @@ def summarize(rows: list[dict], models: list[str]) -> str:
 def main(argv=None) -> None:
     from tqdm.auto import tqdm
 
-    from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+    from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", nargs="+", required=True)
@@ -93,8 +93,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     ds = ShardDataset(find_shards(args.shards))
-    idx = dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split]
-    idx = list(idx)[:args.limit] if args.limit else list(idx)
+    idx = split_indices(ds, args.split, args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "scf_labels.csv"

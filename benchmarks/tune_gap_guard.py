@@ -26,7 +26,7 @@ from pyscf import gto
 from tqdm import tqdm
 
 from pyscf_qhflow.checkpoint import load_model
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.gap_guard import homo_lumo_gap, neutral_nocc
 from pyscf_qhflow.overlap_damping import damp_residual
 from pyscf_qhflow.predict import hinit_and_overlap
@@ -78,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if args.shards:
         ds = ShardDataset(find_shards(args.shards), with_hinit=True)
-        splits = dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))
         for split in args.splits:
-            indices = list(splits[split])[:args.limit] if args.limit else list(splits[split])
+            indices = split_indices(ds, split, args.limit)
             for i in tqdm(indices, desc=f"{split} split"):
                 rec = ds[i]
                 mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])],

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pyscf_qhflow.benchmark import fock_metrics
 from pyscf_qhflow.checkpoint import load_model, update_checkpoint
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.overlap_damping import damp_residual
 
 TAUS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -94,8 +94,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     ds = ShardDataset(find_shards(args.shards), with_hinit=True)
-    indices = list(dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split])
-    indices = indices[:args.limit] if args.limit else indices
+    indices = split_indices(ds, args.split, args.limit)
     model = load_model(args.model, device="cpu")
     t0 = time.perf_counter()
     rows = score(ds, indices, model, args.taus)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pyscf_qhflow.aolayout import ao_atom_indices
 from pyscf_qhflow.benchmark import fock_metrics
 from pyscf_qhflow.checkpoint import load_model, update_checkpoint
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_by_qm9_index
+from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.overlap_damping import damp_residual
 from pyscf_qhflow.residual_range import limit_residual_range
 from tune_overlap_damping import COLUMNS, table  # benchmarks/ is on sys.path when run as a script
@@ -101,8 +101,7 @@ def main(argv=None) -> int:
                     help="store the chosen range in this checkpoint file")
     args = ap.parse_args(argv)
     ds = ShardDataset(find_shards(args.shards), with_hinit=True)
-    indices = list(dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))[args.split])
-    indices = indices[:args.limit] if args.limit else indices
+    indices = split_indices(ds, args.split, args.limit)
     model = load_model(args.model, device="cpu")
     tau = model.overlap_damping
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from pyscf_qhflow import hinit
 from pyscf_qhflow.data import shards
 from pyscf_qhflow.data.label import shard_attrs, write_shard
 from pyscf_qhflow.data.shards import (ShardDataset, find_shards, precompute_hinit,
-                                      split_by_qm9_index)
+                                      split_by_qm9_index, split_indices)
 
 GEOMS = {  # Angstrom
     "water": [(8, (0.0, 0.0, 0.1173)), (1, (0.0, 0.7572, -0.4692)),
@@ -236,6 +236,14 @@ def test_split_deterministic_disjoint_stable(tmp_path):
         assert set(one.qm9_index[before]) == set(two.qm9_index[after]) & set(range(1, 1500))
     with pytest.raises(ValueError, match="fractions"):
         split_by_qm9_index(one, fractions=(0.5, 0.5, 0.5))
+
+    # split_indices: one split by name, limited, or every record
+    assert split_indices(one, "val") == va.tolist()
+    assert split_indices(one, "test", limit=5) == te[:5].tolist()
+    assert split_indices(one, "test", seed=1) == other_seed[2].tolist()
+    assert split_indices(one, "all") == list(range(len(one)))
+    with pytest.raises(ValueError, match="unknown split 'holdout'"):
+        split_indices(one, "holdout")
 
 
 class _FakeQM9Table:

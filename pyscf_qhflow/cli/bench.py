@@ -68,16 +68,9 @@ def _xyz_molecules(inputs, basis, charge: int = 0, spin: int | None = None):
 
 
 def _shard_records(args, with_hinit: bool = False):
-    from ..data.shards import ShardDataset, find_shards, split_by_qm9_index
+    from ..data.shards import ShardDataset, find_shards, split_indices
     ds = ShardDataset(find_shards(args.shards), with_hinit=with_hinit)
-    if args.split == "all":
-        idx = list(range(len(ds)))
-    else:
-        splits = dict(zip(("train", "val", "test"), split_by_qm9_index(ds)))
-        idx = list(splits[args.split])
-    if args.limit:
-        idx = idx[:args.limit]
-    return ds, idx
+    return ds, split_indices(ds, args.split, args.limit)
 
 
 def _shard_molecules(args, basis, charge: int = 0, spin: int | None = None):

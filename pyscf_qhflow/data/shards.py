@@ -50,7 +50,7 @@ from .. import keys
 
 __all__ = ["SHARD_PATTERN", "find_shards", "read_protocol", "check_protocol",
            "default_cache_dir", "tril_to_dense", "dense_to_tril", "ShardDataset",
-           "HInitCache", "precompute_hinit", "split_by_qm9_index", "split_of_key",
+           "HInitCache", "precompute_hinit", "split_by_qm9_index", "split_indices", "split_of_key",
            "SPLIT_NAMES"]
 
 log = logging.getLogger(__name__)
@@ -564,6 +564,18 @@ def split_by_qm9_index(dataset: ShardDataset, fractions: Sequence[float] = (0.8,
 
 
 SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_indices(dataset: ShardDataset, split: str, limit: int | None = None,
+                  seed: int = 0) -> list[int]:
+    """Record indices of one split of :func:`split_by_qm9_index` (or ``'all'``), the first ``limit``."""
+    if split == "all":
+        idx = list(range(len(dataset)))
+    elif split in SPLIT_NAMES:
+        idx = [int(i) for i in split_by_qm9_index(dataset, seed=seed)[SPLIT_NAMES.index(split)]]
+    else:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES + ('all',)}")
+    return idx[:limit] if limit else idx
 
 
 def _split_bounds(fractions: Sequence[float]) -> np.ndarray:
