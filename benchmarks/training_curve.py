@@ -26,8 +26,10 @@ def main(argv=None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([int(r["step"]) for r in rows], [float(r["train_mae_uha"]) for r in rows],
-                lw=0.8, label="train (batch)")
+        # a validation-only row (the final step) has no training batch
+        train = [(int(r["step"]), float(r["train_mae_uha"])) for r in rows
+                 if r["train_mae_uha"]]
+        ax.plot([t[0] for t in train], [t[1] for t in train], lw=0.8, label="train (batch)")
         ax.plot([v[0] for v in val], [v[2] for v in val], "o-", label="validation (EMA)")
         ax.set_yscale("log")
         ax.set_xlabel("step")
