@@ -1,6 +1,8 @@
 """The shipped weights: load offline from the installed package and predict for ethanol."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pyscf import dft
@@ -53,3 +55,16 @@ def test_gpu_prediction_matches_cpu(water, device):
     cpu = pyscf_qhflow.load_model("default", device="cpu").predict_fock(water)
     gpu = pyscf_qhflow.load_model("default", device=device).predict_fock(water)
     np.testing.assert_allclose(gpu, cpu, atol=1e-6)
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+@pytest.mark.parametrize("path", sorted(WEIGHTS_DIR.glob("*.pt")), ids=lambda p: p.name)
+def test_every_committed_checkpoint_verifies_and_loads(path, water):
+    # read_checkpoint checks the tensors against the card's sha256
+    card = read_checkpoint(path)["card"]
+    assert card["xc"] == "b3lyp" and card["basis"] == "def2-svp"
+    model = pyscf_qhflow.load_model(path)
+    fock = model.predict_fock(water)
+    assert fock.shape == (water.nao, water.nao) and np.isfinite(fock).all()
