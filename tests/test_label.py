@@ -176,3 +176,32 @@ def test_held_out_qm9_names_skipped(tmp_path):
         (tmp_path / f"dsgdb9nsd_{q:06d}.xyz").write_text(NH3_XYZ)
     specs = label.molecules_from_xyz([tmp_path])
     assert [s.qm9_index for s in specs] == [49, 101]
+
+
+def test_labelling_fills_the_hinit_cache(tmp_path):
+    """H_init built on the labeller's grids equals a fresh minao_fock, and training
+    then finds every entry cached (no --precompute pass)."""
+    from pyscf_qhflow.data.shards import precompute_hinit
+    from pyscf_qhflow.hinit import minao_fock
+
+    out, cache = tmp_path / "labels", tmp_path / "cache"
+    water = MoleculeSpec("water", qm9_index=7, xyz=str(EXAMPLES / "water.xyz"))
+    label_to_shards([HF, water], out, shard_size=2, progress=False, hinit_cache_dir=cache,
+                    **FAST)
+    ds = ShardDataset(out / "*.h5", xc="lda,vwn", basis="sto-3g", grid_level=1, cache_dir=cache,
+                      with_hinit=True)
+    assert [ds.hinit_cache(0).cached()] == [{0, 1}]
+    assert precompute_hinit(ds, progress=False) == 0
+    for i in range(2):
+        rec = ds[i]
+        mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])], basis="sto-3g",
+                    unit="Angstrom", verbose=0)
+        np.testing.assert_allclose(rec["hinit"], minao_fock(mol, xc="lda,vwn", grid_level=1),
+                                   rtol=0, atol=1e-10)
+
+    # --no-hinit leaves the cache alone
+    rc = qhflow_label([str(EXAMPLES / "water.xyz"), "--out", str(tmp_path / "b"), "--xc",
+                       "lda,vwn", "--basis", "sto-3g", "--grid-level", "1", "--no-hinit",
+                       "--cache-dir", str(tmp_path / "cache_b"), "--no-progress"])
+    assert rc == 0
+    assert not (tmp_path / "cache_b").exists()

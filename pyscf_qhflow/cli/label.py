@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default=None,
                         help="shard file prefix (default qm9_<xc>_<basis>)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--no-hinit", action="store_true",
+                        help="do not fill the H_init cache while labelling (by default each "
+                             "molecule's MinAO-density Fock is built on the SCF's grids and "
+                             "cached, so training needs no --precompute pass)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="H_init cache directory (default $QHFLOW_CACHE or "
+                             "~/.cache/pyscf_qhflow/hinit)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -91,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
                                  max_cycle=args.max_cycle,
                                  shard_size=args.shard_size, shard=args.shard, jobs=args.jobs,
                                  prefix=args.prefix, source=source,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress,
+                                 hinit_cache_dir=args.cache_dir, fill_hinit=not args.no_hinit)
     except (ImportError, FileNotFoundError, ValueError) as err:
         print(f"qhflow label: {err}")
         return 2

@@ -13,6 +13,9 @@ molecules are done, so a killed run restarts at the first missing shard.
 Molecules that fail (exception, bad geometry) are listed with the reason in
 the shard attribute ``failures`` (JSON) and left out of the datasets;
 unconverged ones are kept with ``converged = False`` and listed there too.
+By default each molecule's H_init (the MinAO-density Fock matrix the model
+starts from) is built on the SCF's own grids and written to the H_init cache
+next to the shard, which saves training a separate grid build per molecule.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ..geometry import check_geometry
 from ..hinit import protocol_ks
-from .shards import SPLIT_NAMES, dense_to_tril, split_of_key
+from .shards import SPLIT_NAMES, HInitCache, default_cache_dir, dense_to_tril, split_of_key
 
 __all__ = ["label_molecule", "write_shard", "shard_attrs", "MoleculeSpec",
            "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY"]
@@ -68,15 +71,18 @@ def _atoms_of(mol_or_atoms) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
                    grid_level: int = 3, conv_tol: float = 1e-10, max_cycle: int = 100,
-                   verbose: int = 0) -> dict:
+                   verbose: int = 0, with_hinit: bool = False) -> dict:
     """Converged KS Fock matrix of one molecule in the labelling protocol.
 
     ``mol_or_atoms``: a ``gto.Mole`` (its geometry, charge and spin; rebuilt in
     ``basis``), an ``ase.Atoms``, an .xyz path, or ``(Z, positions_angstrom)``.
     Returns ``Z`` (natm,) int64, ``R`` (natm, 3) Angstrom, ``fock`` (nao, nao)
     float64 Hartree PySCF order, ``energy`` Hartree, ``cycles`` (``mf.cycles``),
-    ``converged``.  Raises ``ValueError`` for charged or open-shell molecules
-    (the shard format holds neutral singlets) and bad geometries.
+    ``converged``.  With ``with_hinit``, also ``hinit`` (nao, nao): the MinAO-density
+    Fock matrix of :func:`pyscf_qhflow.hinit.minao_fock`, built on the grids the
+    SCF already made (one more Fock build, no second grid).  Raises
+    ``ValueError`` for charged or open-shell molecules (the shard format holds
+    neutral singlets) and bad geometries.
     """
     Z, R, charge, spin = _atoms_of(mol_or_atoms)
     check_geometry(R)
@@ -93,8 +99,14 @@ def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
     fock = np.asarray(mf.get_fock(dm=mf.make_rdm1()))  # [nao, nao]
     logger.info(mf, "labelled: E = %.10f, %d cycles, converged %s", energy, mf.cycles,
                 mf.converged)
-    return {"Z": Z, "R": R, "fock": 0.5 * (fock + fock.T), "energy": float(energy),
-            "cycles": int(mf.cycles), "converged": bool(mf.converged)}
+    out = {"Z": Z, "R": R, "fock": 0.5 * (fock + fock.T), "energy": float(energy),
+           "cycles": int(mf.cycles), "converged": bool(mf.converged)}
+    if with_hinit:
+        # The SCF's grids were pruned (small_rho_cutoff) with this same MinAO
+        # density in its first cycle, exactly as minao_fock() prunes fresh ones.
+        hinit = np.asarray(mf.get_fock(dm=mf.get_init_guess(mol, key="minao")))  # [nao, nao]
+        out["hinit"] = 0.5 * (hinit + hinit.T)
+    return out
 
 
 # ---------------------------------------------------------------- shard file
@@ -291,10 +303,10 @@ def molecules_from_qm9(start: int = 1, stop: int | None = None, sample: int | No
 
 # ---------------------------------------------------------------- driver
 
-def _label_task(spec: MoleculeSpec, protocol: dict) -> dict:
+def _label_task(spec: MoleculeSpec, protocol: dict, with_hinit: bool = False) -> dict:
     """Label one spec; never raises for a bad molecule (returns ``error`` instead)."""
     try:
-        out = label_molecule(spec.atoms(), **protocol)
+        out = label_molecule(spec.atoms(), **protocol, with_hinit=with_hinit)
     except Exception as err:  # recorded in the shard's failures, run goes on
         return {"name": spec.name, "qm9_index": spec.qm9_index,
                 "error": f"{type(err).__name__}: {err}"[:500]}
@@ -317,13 +329,19 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
                     xc: str = "b3lyp", basis: str = "def2-svp", grid_level: int = 3,
                     conv_tol: float = 1e-10, max_cycle: int = 100, shard_size: int = 50,
                     shard: tuple[int, int] = (0, 1), jobs: int = 1, prefix: str | None = None,
-                    source: str = "", progress: bool = True) -> dict:
+                    source: str = "", progress: bool = True,
+                    hinit_cache_dir: str | os.PathLike | None = None,
+                    fill_hinit: bool = True) -> dict:
     """Label ``specs`` into shards ``{prefix}_{k:03d}.h5`` of ``out_dir``, resumably.
 
     Shard k holds ``specs[k*shard_size : (k+1)*shard_size]``.  Shards already
     present are skipped; ``shard=(i, N)`` handles only shards with
     ``k % N == i`` (job arrays).  ``manifest.json`` in ``out_dir`` pins the
     molecule list and protocol; a rerun with a different one is refused.
+    ``fill_hinit``: also compute each molecule's H_init on the SCF's own grids
+    and write it to the H_init cache (``hinit_cache_dir``, default
+    :func:`~pyscf_qhflow.data.shards.default_cache_dir`) when its shard is
+    written, so training needs no separate ``--precompute`` pass.
     Returns counts: ``shards_written``, ``shards_skipped``, ``labelled``, ``failed``,
     ``unconverged``.
     """
@@ -364,16 +382,21 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
         pool = concurrent.futures.ProcessPoolExecutor(
             jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
             initargs=(max(1, (os.cpu_count() or 1) // jobs),))
-        results = pool.map(_label_task, [s for _, s in todo], [protocol] * len(todo))
+        results = pool.map(_label_task, [s for _, s in todo], [protocol] * len(todo),
+                           [fill_hinit] * len(todo))
     else:
-        results = (_label_task(s, protocol) for _, s in todo)
+        results = (_label_task(s, protocol, fill_hinit) for _, s in todo)
+    hinit_dir = None
+    if fill_hinit:
+        hinit_dir = Path(hinit_cache_dir) if hinit_cache_dir else default_cache_dir()
     try:
         done: dict[int, list] = {}
         for (k, _), res in zip(todo, results):
             done.setdefault(k, []).append(res)
             bar.update(1)
             if len(done[k]) == len(specs[k * shard_size:(k + 1) * shard_size]):
-                _finish_shard(out / f"{prefix}_{k:03d}.h5", done.pop(k), attrs, counts)
+                _finish_shard(out / f"{prefix}_{k:03d}.h5", done.pop(k), attrs, counts,
+                              hinit_dir)
     finally:
         bar.close()
         if pool is not None:
@@ -381,7 +404,8 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
     return counts
 
 
-def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict) -> None:
+def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict,
+                  hinit_dir: Path | None = None) -> None:
     records = [r for r in results if "error" not in r]
     failures = [{"name": r["name"], "qm9_index": r["qm9_index"], "reason": r["error"]}
                 for r in results if "error" in r]
@@ -389,6 +413,11 @@ def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict) ->
                   "reason": f"SCF not converged in {r['cycles']} cycles (kept, converged=False)"}
                  for r in records if not r["converged"]]
     write_shard(path, records, attrs, failures)
+    if hinit_dir is not None and records:
+        # after the shard exists: the side file is tied to its size and geometry digest
+        cache = HInitCache(path, hinit_dir, xc=str(attrs["xc"]), basis=str(attrs["basis"]),
+                           grid_level=int(attrs["grid_level"]))
+        cache.put({j: dense_to_tril(r["hinit"]) for j, r in enumerate(records)})
     counts["shards_written"] += 1
     counts["labelled"] += len(records)
     counts["failed"] += sum("error" in r for r in results)
