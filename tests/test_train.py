@@ -241,6 +241,7 @@ def test_cli_train_end_to_end(records, tmp_path, monkeypatch):
     model = load_model(tmp_path / "run" / "best.pt", device="cpu")
     assert model.card["split"]["method"] == "split_by_qm9_index"
     assert model.card["data"]["molecules"] == 3 and model.xc == "hf"
+    assert model.card["data"]["shards"] == ["data/qm9_b3lyp_def2svp_000.h5"]
     assert (model.card["split"]["train"], model.card["split"]["val"]) == (2, 1)
     assert model.flow.num_steps == model.card["metrics"]["flow_num_steps"] in (0, 1)
     assert main(args[:-2] + ["--resume", "--steps", "4", "--cache-dir",

@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
                       progress=not args.no_progress,
                       choose_num_steps=tuple(args.choose_k))
     card = {"init_from": args.init_from,
-            "data": {"shards": [p.name for p in data.shards], "molecules": len(data)},
+            # directory/name: shards of different data sets share names (qm9_..._000.h5)
+            "data": {"shards": [f"{p.parent.name}/{p.name}" for p in data.shards],
+                     "molecules": len(data)},
             "split": {"method": "split_by_qm9_index", "seed": args.split_seed,
                       "train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
     print(f"qhflow train: model {config.name} ({model.num_parameters()} parameters), "
