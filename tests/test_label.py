@@ -190,7 +190,7 @@ def test_labelling_fills_the_hinit_cache(tmp_path):
                     **FAST)
     ds = ShardDataset(out / "*.h5", xc="lda,vwn", basis="sto-3g", grid_level=1, cache_dir=cache,
                       with_hinit=True)
-    assert [ds.hinit_cache(0).cached()] == [{0, 1}]
+    assert ds.hinit_cache(0).cached() == {0, 1}
     assert precompute_hinit(ds, progress=False) == 0
     for i in range(2):
         rec = ds[i]
