@@ -17,14 +17,13 @@ Rows go to OUT/ion_states_q{charge}.csv (resumable); a markdown table is printed
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from pyscf import gto
 
+from pyscf_qhflow.benchmark import csv_appender, read_rows
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.scfrun import make_scf, run_scf
 
@@ -74,15 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"ion_states_q{args.charge}.csv"
-    done = set()
-    if csv_path.exists():
-        with csv_path.open() as f:
-            done = {(r["molecule"], r["guess"]) for r in csv.DictReader(f)}
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
-        if new:
-            writer.writeheader()
+    done = {(r["molecule"], r["guess"]) for r in read_rows(csv_path)}
+    with csv_appender(csv_path, FIELDS) as (f, writer):
         for i in test:
             rec = ds[int(i)]
             name = f"qm9_{int(rec['qm9_index'])}"
@@ -96,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 f.flush()
                 print(f"{name} {guess}: {row}", file=sys.stderr)
 
-    with csv_path.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(csv_path)
     print("| molecule | guess | cycles | E(SCF) - E(lowest), mHa | stable | follow steps "
           "| E(after following) - E(lowest), mHa |")
     print("|---|---|---|---|---|---|---|")

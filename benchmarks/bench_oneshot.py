@@ -14,7 +14,6 @@ Prints markdown tables; rows go to OUT/oneshot.csv (resumable).
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from pyscf import gto
 from pyscf.data import nist
 
+from pyscf_qhflow.benchmark import csv_appender, read_rows
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.oneshot import oneshot
@@ -53,15 +53,8 @@ def _mol(rec, basis="def2-svp"):
 
 def run_accuracy(ds, idx, model, out: Path, grid_level: int) -> list[dict]:
     csv_path = out / "oneshot.csv"
-    done = set()
-    if csv_path.exists():
-        with csv_path.open() as f:
-            done = {r["molecule"] for r in csv.DictReader(f)}
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
+    done = {r["molecule"] for r in read_rows(csv_path)}
+    with csv_appender(csv_path, FIELDS) as (f, w):
         for n, i in enumerate(idx):
             rec = ds[i]
             name = f"qm9_{int(rec['qm9_index'])}"
@@ -78,8 +71,7 @@ def run_accuracy(ds, idx, model, out: Path, grid_level: int) -> list[dict]:
             f.flush()
             print(f"[{n + 1}/{len(idx)}] {name}: dE {row['de_mev']:.1f} meV, "
                   f"force MAE {row['force_mae_mev_a']:.1f} meV/A", file=sys.stderr)
-    with csv_path.open() as f:
-        return list(csv.DictReader(f))
+    return read_rows(csv_path)
 
 
 def summarize(rows: list[dict]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import csv
 from pathlib import Path
 
 import h5py
@@ -81,6 +80,7 @@ def summarize(rows: list[dict], models: list[str]) -> str:
 def main(argv=None) -> None:
     from tqdm.auto import tqdm
 
+    from pyscf_qhflow.benchmark import csv_appender, read_rows
     from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,10 +97,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "scf_labels.csv"
-    done = set()
-    if csv_path.exists():
-        with csv_path.open() as f:
-            done = {(r["model"], r["molecule"]) for r in csv.DictReader(f)}
+    done = {(r["model"], r["molecule"]) for r in read_rows(csv_path)}
     tasks = []
     for i in idx:
         path, j = ds.locate(i)
@@ -113,17 +110,12 @@ def main(argv=None) -> None:
             if (name, f"qm9_{qm9}") not in done:
                 tasks.append({"model": name, "molecule": f"qm9_{qm9}", "Z": z, "R": r,
                               "cycles_minao": cycles_minao, "e_label": e_label})
-    new = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
+    with csv_appender(csv_path, FIELDS) as (f, writer):
         with concurrent.futures.ProcessPoolExecutor(args.jobs, initializer=_worker_init) as pool:
             for row in tqdm(pool.map(_run_one, tasks), total=len(tasks), desc="qhflow SCF"):
                 writer.writerow(row)
                 f.flush()
-    with csv_path.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(csv_path)
     table = summarize(rows, args.models)
     (out / "scf_labels_summary.md").write_text(table + "\n")
     print(table)

@@ -17,8 +17,9 @@ import csv
 import inspect
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -27,7 +28,8 @@ from tqdm.auto import tqdm
 from .scfrun import PYSCF_GUESSES, make_scf, run_scf
 
 __all__ = ["SCF_FIELDS", "bench_scf_molecule", "bench_scf", "summarize_scf",
-           "fock_metrics", "plot_scf", "bench_accuracy", "summarize_accuracy"]
+           "fock_metrics", "plot_scf", "bench_accuracy", "summarize_accuracy",
+           "read_rows", "csv_appender"]
 
 SCF_FIELDS = ["molecule", "natm", "nao", "guess", "cycles", "fock_builds", "wall_s",
               "e_tot", "converged", "qhflow_used", "inference_s", "qhflow_tau",
@@ -70,20 +72,45 @@ def bench_scf_molecule(name: str, mol, guesses: Iterable[str] = ("qhflow",) + PY
     return rows
 
 
+def read_rows(csv_path: str | Path) -> list[dict]:
+    """The rows of a resumable benchmark CSV; none when it is missing or empty."""
+    csv_path = Path(csv_path)
+    if not csv_path.exists():
+        return []
+    with csv_path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@contextmanager
+def csv_appender(csv_path: str | Path, fields: Sequence[str]) -> Iterator[tuple]:
+    """``(file, DictWriter)`` appending rows to a resumable benchmark CSV.
+
+    A missing or empty file (a run stopped before its first row) gets the
+    header, flushed at once; an existing file keeps its own columns, so the
+    rows of an older run stay aligned. Flush after each row to lose nothing.
+    """
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not csv_path.exists() or csv_path.stat().st_size == 0
+    if not new_file:
+        with csv_path.open() as f:
+            fields = next(csv.reader(f))
+    with csv_path.open("w" if new_file else "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+            f.flush()
+        yield f, writer
+
+
 def _done_molecules(csv_path: Path) -> set[str]:
     """Molecules already in a CSV (the accuracy benchmark resumes per molecule)."""
-    if not csv_path.exists():
-        return set()
-    with csv_path.open() as f:
-        return {row["molecule"] for row in csv.DictReader(f)}
+    return {row["molecule"] for row in read_rows(csv_path)}
 
 
 def _done_runs(csv_path: Path) -> tuple[set[tuple[str, str]], dict[str, float]]:
     """(molecule, guess) pairs already in the CSV, and each molecule's minao energy."""
-    if not csv_path.exists():
-        return set(), {}
-    with csv_path.open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(csv_path)
     return ({(r["molecule"], r["guess"]) for r in rows},
             {r["molecule"]: float(r["e_tot"]) for r in rows if r["guess"] == "minao"})
 
@@ -104,7 +131,6 @@ def bench_scf(molecules: list[tuple[str, object]], csv_path: str | Path,
     The 'converged' limit is made together with the minao run only.
     """
     csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     done, e_minao = _done_runs(csv_path)
     wanted = list(dict.fromkeys(["minao", *guesses]))
     tasks = []
@@ -116,15 +142,7 @@ def bench_scf(molecules: list[tuple[str, object]], csv_path: str | Path,
             tasks.append((name, mol, tuple(todo), model,
                           {**kwargs, "include_converged": limit,
                            "e_minao": e_minao.get(name)}))
-    new_file = not csv_path.exists()
-    fields = SCF_FIELDS
-    if not new_file:  # keep an older file's columns, so its rows stay aligned
-        with csv_path.open() as f:
-            fields = next(csv.reader(f))
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new_file:
-            writer.writeheader()
+    with csv_appender(csv_path, SCF_FIELDS) as (f, writer):
         bar = tqdm(total=len(tasks), desc="scf benchmark", disable=not progress)
         if jobs > 1:
             with ProcessPoolExecutor(jobs) as pool:
@@ -138,8 +156,7 @@ def bench_scf(molecules: list[tuple[str, object]], csv_path: str | Path,
                 f.flush()
                 bar.update()
         bar.close()
-    with csv_path.open() as f:
-        return list(csv.DictReader(f))
+    return read_rows(csv_path)
 
 
 def summarize_scf(rows: list[dict]) -> str:
@@ -256,13 +273,8 @@ def bench_accuracy(dataset, indices, model, csv_path: str | Path,
 
     from .hinit import minao_fock
     csv_path = Path(csv_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
     done = _done_molecules(csv_path)
-    new_file = not csv_path.exists()
-    with csv_path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=ACCURACY_FIELDS)
-        if new_file:
-            writer.writeheader()
+    with csv_appender(csv_path, ACCURACY_FIELDS) as (f, writer):
         for i in tqdm(list(indices), desc="accuracy", disable=not progress):
             rec = dataset[i]
             name = f"qm9_{int(rec['qm9_index'])}"
@@ -285,8 +297,7 @@ def bench_accuracy(dataset, indices, model, csv_path: str | Path,
                 writer.writerow({"molecule": name, "natm": mol.natm, "nao": mol.nao,
                                  "source": source, **m})
             f.flush()
-    with csv_path.open() as f:
-        return list(csv.DictReader(f))
+    return read_rows(csv_path)
 
 
 def _present(rows: list[dict], key: str) -> list[float]:

@@ -6,6 +6,7 @@ import csv
 import numpy as np
 import pytest
 
+from pyscf_qhflow.benchmark import csv_appender, read_rows
 from pyscf_qhflow.checkpoint import save_checkpoint
 from pyscf_qhflow.cli.main import main
 from pyscf_qhflow.data.label import label_molecule, shard_attrs, write_shard
@@ -144,3 +145,30 @@ def test_bench_scf_adds_a_guess_to_an_old_run_without_rerunning_it(tiny_checkpoi
     assert main(["bench", "summarize", str(out / "scf.csv"), "--molecules", "benzene",
                  "--out", str(merged / "none")]) == 0
     assert "| qhflow |" not in (merged / "none" / "scf_summary.md").read_text()
+
+
+def test_bench_scf_resumes_a_run_stopped_before_its_first_row(tiny_checkpoint, tmp_path):
+    """An empty CSV (killed during the first molecule) starts afresh instead of failing."""
+    out = tmp_path / "stopped"
+    out.mkdir()
+    (out / "scf.csv").touch()
+    argv = ["bench", "scf", str(EXAMPLES / "water.xyz"), "--guesses", "minao", "--no-limit",
+            "--grid-level", "1", "--model", str(tiny_checkpoint), "--out", str(out),
+            "--no-plots"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "scf.csv").open()))
+    assert [(r["molecule"], r["guess"], r["converged"]) for r in rows] == [
+        ("water", "minao", "True")]
+
+
+def test_csv_appender_keeps_an_older_files_columns(tmp_path):
+    path = tmp_path / "rows.csv"
+    with csv_appender(path, ["molecule", "cycles"]) as (f, writer):
+        assert path.read_text().splitlines() == ["molecule,cycles"]  # header on disk at once
+        writer.writerow({"molecule": "water", "cycles": 9})
+    # a newer writer with an extra column appends in the file's own layout
+    with csv_appender(path, ["molecule", "cycles", "wall_s"]) as (f, writer):
+        writer.writerow({"molecule": "methane", "cycles": 8, "wall_s": 1.5})
+    assert read_rows(path) == [{"molecule": "water", "cycles": "9"},
+                               {"molecule": "methane", "cycles": "8"}]
+    assert read_rows(tmp_path / "missing.csv") == []
