@@ -14,7 +14,10 @@ import sys
 
 from ase import units
 from ase.io import read
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+try:  # ASE >= 3.29 deprecates MaxwellBoltzmannDistribution for this (same distribution)
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 from pyscf import gto
 
@@ -37,7 +40,7 @@ def main(argv=None) -> int:
     atoms = read(args.xyz)
     atoms.calc = QHFlowCalculator(xc=args.xc, mode="scf", model=model,
                                   grid_level=args.grid_level)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=_rng())
+    thermalize_momenta(atoms, temperature_K=args.temperature, rng=_rng())
     frames = [atoms.positions.copy()]
     md = VelocityVerlet(atoms, timestep=args.dt_fs * units.fs)
     for _ in range(args.steps):
