@@ -90,7 +90,9 @@ def test_shipped_model_on_ethanol_needs_no_raise_and_the_hook_reports_it(ethanol
     assert report["gap"] > 0.5 * report["gap_hinit"] > 0
     model.set_min_gap_ratio(0.0)
     try:
-        np.testing.assert_allclose(model.predict_fock(ethanol), guarded, rtol=0, atol=1e-12)
+        # the network runs in float32: repeated CPU calls may differ by a few ulps of the
+        # residual (seen: 6e-11 Ha), while raising tau to 0.03 moves ethanol's Fock by up to 9e-3 Ha
+        np.testing.assert_allclose(model.predict_fock(ethanol), guarded, rtol=0, atol=1e-9)
     finally:
         model.set_min_gap_ratio(0.5)
     mf = dft.RKS(ethanol, xc="b3lyp")
