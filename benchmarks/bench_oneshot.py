@@ -8,6 +8,11 @@ the same one-shot path reproduces the SCF energy to 1e-8 Ha and gradient to
     python benchmarks/bench_oneshot.py --shards ../shared/data --limit 30 \
         --model weights/default.pt --out benchmarks/out/oneshot
     python benchmarks/bench_oneshot.py ... --fd   # gradient vs finite differences
+    python benchmarks/bench_oneshot.py ... --no-forces   # energies only
+
+Each row also has the Harris-Foulkes energy from the same Fock build
+(``OneShotResult.e_harris``); the second table counts how often the SCF
+energy lies between it and the Kohn-Sham one-shot energy.
 
 Prints markdown tables; rows go to OUT/oneshot.csv (resumable).
 """
@@ -30,8 +35,8 @@ from pyscf_qhflow.scfrun import make_scf
 
 HARTREE_MEV = nist.HARTREE2EV * 1e3
 FORCE_UNIT = HARTREE_MEV / nist.BOHR  # Hartree/Bohr -> meV/Angstrom
-FIELDS = ["molecule", "natm", "de_mev", "force_mae_mev_a", "t_inference", "t_energy",
-          "t_gradient"]
+FIELDS = ["molecule", "natm", "de_mev", "de_harris_mev", "force_mae_mev_a", "t_inference",
+          "t_energy", "t_gradient"]
 
 
 class FixedFock:
@@ -51,7 +56,8 @@ def _mol(rec, basis="def2-svp"):
                  unit="Angstrom", verbose=0)
 
 
-def run_accuracy(ds, idx, model, out: Path, grid_level: int) -> list[dict]:
+def run_accuracy(ds, idx, model, out: Path, grid_level: int,
+                 forces: bool = True) -> list[dict]:
     csv_path = out / "oneshot.csv"
     done = {r["molecule"] for r in read_rows(csv_path)}
     with csv_appender(csv_path, FIELDS) as (f, w):
@@ -61,31 +67,58 @@ def run_accuracy(ds, idx, model, out: Path, grid_level: int) -> list[dict]:
             if name in done:
                 continue
             mol = _mol(rec)
-            ref = oneshot(make_scf(mol, grid_level=grid_level), model=FixedFock(rec["fock"]))
-            pred = oneshot(make_scf(mol, grid_level=grid_level), model=model)
+            ref = oneshot(make_scf(mol, grid_level=grid_level), forces=forces,
+                          model=FixedFock(rec["fock"]))
+            pred = oneshot(make_scf(mol, grid_level=grid_level), forces=forces, model=model)
             row = {"molecule": name, "natm": mol.natm,
                    "de_mev": (pred.e_tot - ref.e_tot) * HARTREE_MEV,
-                   "force_mae_mev_a": float(np.abs(pred.grad - ref.grad).mean() * FORCE_UNIT),
+                   "de_harris_mev": (pred.e_harris - ref.e_tot) * HARTREE_MEV,
+                   "force_mae_mev_a": (float(np.abs(pred.grad - ref.grad).mean() * FORCE_UNIT)
+                                       if forces else None),
                    **{f"t_{k}": v for k, v in pred.timings.items()}}
             w.writerow(row)
             f.flush()
-            print(f"[{n + 1}/{len(idx)}] {name}: dE {row['de_mev']:.1f} meV, "
-                  f"force MAE {row['force_mae_mev_a']:.1f} meV/A", file=sys.stderr)
+            force = "" if not forces else f", force MAE {row['force_mae_mev_a']:.1f} meV/A"
+            print(f"[{n + 1}/{len(idx)}] {name}: dE {row['de_mev']:.1f} meV (Harris "
+                  f"{row['de_harris_mev']:.1f}){force}", file=sys.stderr)
     return read_rows(csv_path)
 
 
+def _column(rows: list[dict], key: str) -> list[float]:
+    """A column's values, skipping rows without it (energy-only runs, older CSVs)."""
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
 def summarize(rows: list[dict]) -> str:
-    de = [abs(float(r["de_mev"])) for r in rows]
-    fm = [float(r["force_mae_mev_a"]) for r in rows]
-    t = {k: statistics.mean(float(r[f"t_{k}"]) for r in rows)
-         for k in ("inference", "energy", "gradient")}
-    return "\n".join([
+    de = [abs(x) for x in _column(rows, "de_mev")]
+    fm = _column(rows, "force_mae_mev_a")
+    t = {k: _column(rows, f"t_{k}") for k in ("inference", "energy", "gradient")}
+
+    def mean(xs: list[float], fmt: str) -> str:
+        return format(statistics.mean(xs), fmt) if xs else "-"
+
+    lines = [
         "| molecules | energy MAE (meV) | energy median abs err (meV) | force MAE (meV/Å) | "
         "inference (s) | energy (s) | gradient (s) |",
         "|---|---|---|---|---|---|---|",
         f"| {len(rows)} | {statistics.mean(de):.1f} | {statistics.median(de):.1f} | "
-        f"{statistics.mean(fm):.1f} | {t['inference']:.2f} | {t['energy']:.2f} | "
-        f"{t['gradient']:.2f} |"])
+        f"{mean(fm, '.1f')} | {mean(t['inference'], '.2f')} | {mean(t['energy'], '.2f')} | "
+        f"{mean(t['gradient'], '.2f')} |"]
+    pairs = [(float(r["de_mev"]), float(r["de_harris_mev"])) for r in rows
+             if r.get("de_harris_mev") not in (None, "")]
+    if pairs:
+        # the SCF energy is 0 here: a bracket holds when Harris <= 0 <= Kohn-Sham
+        bracketed = sum(h <= 0.0 <= ks for ks, h in pairs)
+        lines += [
+            "",
+            "| molecules | Kohn-Sham MAE (meV) | Harris MAE (meV) | mean of the two, MAE (meV) | "
+            "SCF energy inside [Harris, Kohn-Sham] |",
+            "|---|---|---|---|---|",
+            f"| {len(pairs)} | {statistics.mean(abs(ks) for ks, _ in pairs):.1f} | "
+            f"{statistics.mean(abs(h) for _, h in pairs):.1f} | "
+            f"{statistics.mean(abs(ks + h) / 2 for ks, h in pairs):.1f} | "
+            f"{bracketed} of {len(pairs)} |"]
+    return "\n".join(lines)
 
 
 def finite_difference_check(rec, model, grid_level: int, step: float = 1e-3) -> str:
@@ -121,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--grid-level", type=int, default=3)
     p.add_argument("--out", default="benchmarks/out/oneshot")
     p.add_argument("--fd", action="store_true", help="finite-difference check on one molecule")
+    p.add_argument("--no-forces", action="store_true",
+                   help="energies only (Kohn-Sham and Harris), no gradients")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +165,8 @@ def main(argv=None) -> int:
     if args.fd:
         print(finite_difference_check(ds[idx[0]], model, args.grid_level))
         return 0
-    print(summarize(run_accuracy(ds, idx, model, out, args.grid_level)))
+    print(summarize(run_accuracy(ds, idx, model, out, args.grid_level,
+                                 forces=not args.no_forces)))
     return 0
 
 

@@ -6,6 +6,16 @@ aufbau occupations (``mf.get_occ``) -> density D -> ``mf.energy_tot(D)``, the
 Kohn-Sham energy functional at D -> PySCF's analytic nuclear gradient
 evaluated with the predicted orbitals.
 
+The same Fock build also gives the Harris-Foulkes energy
+E_H = E_KS[D] + Tr((D_out - D) F[D]), where D_out is the aufbau density of
+F[D] (one diagonalisation, no further Fock build). Both errors are second
+order in the density error, and to that order they have opposite signs:
+E_KS[D] lies above the SCF energy (it is variational) and E_H below it
+whenever the Hartree-exchange-correlation kernel is positive, as the Hartree
+term makes it for charge errors. ``[e_harris, e_tot]`` is therefore a
+bracket of the SCF energy in the linear-response regime, not a guarantee;
+``benchmarks/bench_oneshot.py`` counts how often it holds.
+
 The gradient is *not* the exact derivative of the one-shot energy: the
 predicted density is not stationary, so the response of the orbitals to the
 nuclear displacement (which vanishes only at SCF convergence) is missing.
@@ -26,7 +36,8 @@ __all__ = ["OneShotResult", "orbitals_from_fock", "oneshot"]
 
 @dataclass
 class OneShotResult:
-    e_tot: float  # Hartree
+    e_tot: float  # Hartree, Kohn-Sham functional at the predicted density
+    e_harris: float  # Hartree, Harris-Foulkes functional at the predicted density
     grad: np.ndarray | None  # (natm, 3) Hartree/Bohr
     mo_energy: np.ndarray
     mo_coeff: np.ndarray
@@ -66,7 +77,12 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
     mo_energy, mo_coeff = orbitals_from_fock(fock, mf.get_ovlp())
     mo_occ = mf.get_occ(mo_energy, mo_coeff)
     dm = mf.make_rdm1(mo_coeff, mo_occ)
-    e_tot = float(mf.energy_tot(dm))
+    veff = mf.get_veff(mol, dm)
+    e_tot = float(mf.energy_tot(dm, vhf=veff))
+    fock_at_dm = mf.get_fock(dm=dm, vhf=veff)  # cycle=-1: no damping, DIIS or shift
+    out_energy, out_coeff = orbitals_from_fock(fock_at_dm, mf.get_ovlp())
+    dm_out = mf.make_rdm1(out_coeff, mf.get_occ(out_energy, out_coeff))
+    e_harris = e_tot + float(np.einsum("ij,ji->", dm_out - dm, fock_at_dm))
     timings["energy"] = time.perf_counter() - t0
 
     grad = None
@@ -74,4 +90,4 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
         t0 = time.perf_counter()
         grad = mf.nuc_grad_method().kernel(mo_energy, mo_coeff, mo_occ)
         timings["gradient"] = time.perf_counter() - t0
-    return OneShotResult(e_tot, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm), timings)
+    return OneShotResult(e_tot, e_harris, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm), timings)
