@@ -45,6 +45,18 @@ class OneShotResult:
     dm: np.ndarray
     timings: dict = field(default_factory=dict)  # seconds: inference, energy, gradient
 
+    @property
+    def e_mid(self) -> float:
+        """Midpoint of ``[e_harris, e_tot]`` (Hartree), an estimate of the SCF energy.
+
+        Exact to second order when the density error is screened by half
+        (Hartree-xc kernel equal to the inverse non-interacting response);
+        how well it does on the model's errors is measured in
+        ``benchmarks/RESULTS.md`` ("Harris-Foulkes"). The gradient ``grad`` belongs to
+        ``e_tot``, not to this estimate.
+        """
+        return 0.5 * (self.e_tot + self.e_harris)
+
 
 def orbitals_from_fock(fock: np.ndarray, overlap: np.ndarray, lindep: float = 1e-8):
     """Solve F C = S C e by canonical orthogonalisation.

@@ -30,6 +30,7 @@ def test_converged_fock_reproduces_scf(water, xc):
     res = oneshot(mf, model=FixedFock(mf.get_fock()))
     assert abs(res.e_tot - e_scf) < 1e-8
     assert abs(res.e_harris - e_scf) < 1e-8  # D_out = D at self-consistency
+    assert abs(res.e_mid - e_scf) < 1e-8
     np.testing.assert_allclose(res.grad, g_scf, atol=1e-6)
     assert set(res.timings) == {"inference", "energy", "gradient"}
     nelec = np.einsum("ij,ji->", res.dm, mf.get_ovlp())
@@ -75,3 +76,28 @@ def test_canonical_orthogonalisation_drops_null_space():
 def test_rejects_unrestricted(water):
     with pytest.raises(TypeError, match="RHF/RKS"):
         oneshot(scf.UHF(water), model=FixedFock(np.eye(water.nao)))
+
+
+def test_cli_prints_the_bracket_and_the_scf_errors(capsys):
+    """``qhflow oneshot`` with the shipped model on water, against its own SCF."""
+    from conftest import EXAMPLES
+    from pyscf_qhflow.cli.main import main
+
+    argv = ["oneshot", str(EXAMPLES / "water.xyz"), "--grid-level", "1", "--compare-scf"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    values = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    e_ks = float(out.split("E Kohn-Sham at the predicted density")[1].split()[0])
+    e_h = float(out.split("E Harris-Foulkes")[1].split()[0])
+    e_scf = float(values["SCF"].split()[-2])
+    assert e_h <= e_ks and abs(e_ks - e_scf) < 5e-3  # Hartree; the model is trained
+    assert "errors (meV): Kohn-Sham" in out and "force MAE" in out
+    assert len([ln for ln in out.splitlines() if ln.startswith("  H ")]) == 2
+
+
+def test_cli_rejects_an_open_shell(capsys):
+    from conftest import EXAMPLES
+    from pyscf_qhflow.cli.main import main
+
+    assert main(["oneshot", str(EXAMPLES / "water.xyz"), "--charge", "1"]) == 2
+    assert "needs a closed shell" in capsys.readouterr().out

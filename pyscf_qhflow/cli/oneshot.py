@@ -1,0 +1,76 @@
+"""``qhflow oneshot``: energy and forces at the predicted density, no SCF."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from pyscf.data import nist
+
+from ..scfrun import load_molecule, make_scf, run_scf
+
+HARTREE_MEV = nist.HARTREE2EV * 1e3
+FORCE_EV_A = nist.HARTREE2EV / nist.BOHR  # Hartree/Bohr -> eV/Angstrom
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("xyz", nargs="+", help=".xyz geometry files (Angstrom)")
+    parser.add_argument("--xc", default="b3lyp", help="functional, or 'hf' (default b3lyp)")
+    parser.add_argument("--basis", default="def2-svp")
+    parser.add_argument("--charge", type=int, default=0,
+                        help="total charge; the electron count must be even (RKS/RHF)")
+    parser.add_argument("--grid-level", type=int, default=3)
+    parser.add_argument("--no-forces", action="store_true", help="energies only")
+    parser.add_argument("--compare-scf", action="store_true",
+                        help="also run the SCF (from the qhflow guess) and print the errors")
+    parser.add_argument("--model", default="default",
+                        help="'default' (shipped weights) or a checkpoint path")
+    parser.add_argument("--verbose", type=int, default=0, help="PySCF verbosity")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_model
+    from ..oneshot import oneshot
+
+    try:
+        model = load_model(args.model)
+    except FileNotFoundError as err:
+        print(f"qhflow oneshot: {err}")
+        return 2
+    for path in args.xyz:
+        mol = load_molecule(path, args.basis, args.charge, None, args.verbose)
+        if mol.spin != 0:
+            print(f"qhflow oneshot: {path} has {mol.nelectron} electrons; one-shot needs a "
+                  "closed shell (RKS/RHF)")
+            return 2
+        res = oneshot(make_scf(mol, args.xc, args.grid_level), forces=not args.no_forces,
+                      model=model)
+        print(f"\n{path}: {mol.natm} atoms, {mol.nao} AOs, {args.xc}/{args.basis}, "
+              f"model {getattr(model, 'name', '?')}")
+        width_mev = (res.e_tot - res.e_harris) * HARTREE_MEV
+        print(f"E Kohn-Sham at the predicted density {res.e_tot:20.10f} Ha")
+        print(f"E Harris-Foulkes                     {res.e_harris:20.10f} Ha")
+        print(f"midpoint                             {res.e_mid:20.10f} Ha "
+              f"(bracket width {width_mev:.1f} meV)")
+        print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in res.timings.items()))
+        if res.grad is not None:
+            print("forces (eV/Angstrom, Kohn-Sham gradient at the predicted orbitals):")
+            for symbol, f in zip((mol.atom_symbol(i) for i in range(mol.natm)),
+                                 -res.grad * FORCE_EV_A):
+                print(f"  {symbol:<2} {f[0]:12.6f} {f[1]:12.6f} {f[2]:12.6f}")
+        if args.compare_scf:
+            mf = make_scf(mol, args.xc, args.grid_level)
+            mf.qhflow_model = model
+            row = run_scf(mf, "qhflow")
+            if not row["converged"]:
+                print("SCF did not converge: no comparison")
+                continue
+            e_scf = row["e_tot"]
+            print(f"SCF ({row['cycles']} cycles)                         {e_scf:20.10f} Ha")
+            print(f"errors (meV): Kohn-Sham {(res.e_tot - e_scf) * HARTREE_MEV:+.2f}, "
+                  f"Harris {(res.e_harris - e_scf) * HARTREE_MEV:+.2f}, "
+                  f"midpoint {(res.e_mid - e_scf) * HARTREE_MEV:+.2f}")
+            if res.grad is not None:
+                g_scf = mf.nuc_grad_method().kernel()
+                print(f"force MAE {np.abs(res.grad - g_scf).mean() * FORCE_EV_A * 1e3:.2f} "
+                      "meV/Angstrom")
+    return 0
