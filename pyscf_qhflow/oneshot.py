@@ -4,7 +4,10 @@ Steps: predicted Fock F (PySCF order, Hartree) -> orbitals from F C = S C e
 in a canonically orthogonalised basis (near-singular S directions dropped) ->
 aufbau occupations (``mf.get_occ``) -> density D -> ``mf.energy_tot(D)``, the
 Kohn-Sham energy functional at D -> PySCF's analytic nuclear gradient
-evaluated with the predicted orbitals.
+evaluated with the predicted orbitals, its Pulay (overlap) term built from
+the occupied block of F[D]. That makes it the exact nuclear derivative of
+E_KS for the predicted MO coefficients held fixed and re-orthonormalised as
+the basis functions move with the atoms.
 
 The same Fock build also gives the Harris-Foulkes energy
 E_H = E_KS[D] + Tr((D_out - D) F[D]), where D_out is the aufbau density of
@@ -17,8 +20,9 @@ bracket of the SCF energy in the linear-response regime, not a guarantee;
 ``benchmarks/bench_oneshot.py`` counts how often it holds.
 
 The gradient is *not* the exact derivative of the one-shot energy: the
-predicted density is not stationary, so the response of the orbitals to the
-nuclear displacement (which vanishes only at SCF convergence) is missing.
+predicted density is not stationary, so how the predicted orbitals change
+with the nuclear positions matters, and it is missing (at SCF convergence it
+would not contribute).
 ``benchmarks/bench_oneshot.py`` measures the difference against finite
 differences of the one-shot energy.
 """
@@ -100,6 +104,15 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
     grad = None
     if forces:
         t0 = time.perf_counter()
-        grad = mf.nuc_grad_method().kernel(mo_energy, mo_coeff, mo_occ)
+        # Pulay term from the occupied block of F[D], not from the predicted
+        # eigenvalues: the gradient is then the exact derivative of E_KS with
+        # the predicted MO coefficients held fixed (re-orthonormalised as the
+        # basis moves). Rotating within the occupied space leaves D unchanged.
+        occupied = mo_occ > 0
+        c_occ = mo_coeff[:, occupied]
+        occ_energy, rotation = np.linalg.eigh(c_occ.T @ fock_at_dm @ c_occ)
+        grad_coeff, grad_energy = mo_coeff.copy(), mo_energy.copy()
+        grad_coeff[:, occupied], grad_energy[occupied] = c_occ @ rotation, occ_energy
+        grad = mf.nuc_grad_method().kernel(grad_energy, grad_coeff, mo_occ)
         timings["gradient"] = time.perf_counter() - t0
     return OneShotResult(e_tot, e_harris, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm), timings)

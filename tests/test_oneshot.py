@@ -61,6 +61,31 @@ def test_harris_and_kohn_sham_energy_errors_are_second_order(water, xc):
     assert 0.2 < ks_2 / ks_1 < 0.3 and 0.2 < h_2 / h_1 < 0.35
 
 
+def test_gradient_is_the_derivative_at_fixed_mo_coefficients(water):
+    """HF, a perturbed Fock: the one-shot gradient equals finite differences of
+    E[D(R)], D(R) = 2 C (C^T S(R) C)^-1 C^T with the predicted occupied C fixed."""
+    mf = scf.RHF(water)
+    mf.conv_tol = 1e-11
+    mf.kernel()
+    noise = np.random.default_rng(2).normal(scale=3e-3, size=(water.nao, water.nao))
+    res = oneshot(mf, model=FixedFock(mf.get_fock() + noise + noise.T))
+    c_occ = res.mo_coeff[:, res.mo_occ > 0]
+    coords, step = water.atom_coords(), 1e-4  # Bohr
+
+    def energy(displaced_coords):
+        mol = water.set_geom_(displaced_coords, unit="Bohr", inplace=False)
+        s_mo = c_occ.T @ mol.intor("int1e_ovlp") @ c_occ
+        dm = 2 * c_occ @ np.linalg.solve(s_mo, c_occ.T)
+        return scf.RHF(mol).energy_tot(dm)
+
+    for atom, axis in [(0, 2), (1, 1), (2, 0)]:
+        plus, minus = coords.copy(), coords.copy()
+        plus[atom, axis] += step
+        minus[atom, axis] -= step
+        fd = (energy(plus) - energy(minus)) / (2 * step)
+        assert abs(res.grad[atom, axis] - fd) < 1e-6, (atom, axis, res.grad[atom, axis], fd)
+
+
 def test_canonical_orthogonalisation_drops_null_space():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(6, 5))
