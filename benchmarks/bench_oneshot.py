@@ -122,11 +122,21 @@ def summarize(rows: list[dict]) -> str:
 
 
 def finite_difference_check(rec, model, grid_level: int, step: float = 1e-3) -> str:
-    """Analytic one-shot gradient vs central differences of the one-shot energy."""
+    """Analytic one-shot gradient vs central differences of the one-shot energy.
+
+    Also shows the gradient with the Pulay term from the predicted Fock
+    matrix's eigenvalues (what ``oneshot`` used before the seventeenth
+    session) and the converged SCF gradient.
+    """
     mol = _mol(rec)
-    g = oneshot(make_scf(mol, grid_level=grid_level), model=model).grad
-    lines = ["| atom | axis | analytic (Ha/Bohr) | finite diff. (Ha/Bohr) | difference |",
-             "|---|---|---|---|---|"]
+    mf = make_scf(mol, grid_level=grid_level)
+    res = oneshot(mf, model=model)
+    g = res.grad
+    g_eig = mf.nuc_grad_method().kernel(res.mo_energy, res.mo_coeff, res.mo_occ)
+    g_scf = oneshot(make_scf(mol, grid_level=grid_level), model=FixedFock(rec["fock"])).grad
+    lines = ["| atom | axis | finite diff. (Ha/Bohr) | analytic - f.d. | predicted-eigenvalue "
+             "Pulay term - f.d. | SCF gradient - f.d. |",
+             "|---|---|---|---|---|---|"]
     coords = mol.atom_coords()  # Bohr
     for atom, axis in [(0, 0), (1, 1), (2, 2)]:
         e = []
@@ -137,8 +147,8 @@ def finite_difference_check(rec, model, grid_level: int, step: float = 1e-3) -> 
             e.append(oneshot(make_scf(m, grid_level=grid_level), forces=False,
                              model=model).e_tot)
         fd = (e[0] - e[1]) / (2 * step)
-        lines.append(f"| {atom} | {'xyz'[axis]} | {g[atom, axis]:.6f} | {fd:.6f} | "
-                     f"{g[atom, axis] - fd:.2e} |")
+        lines.append(f"| {atom} | {'xyz'[axis]} | {fd:.6f} | {g[atom, axis] - fd:.2e} | "
+                     f"{g_eig[atom, axis] - fd:.2e} | {g_scf[atom, axis] - fd:.2e} |")
     return "\n".join(lines)
 
 

@@ -53,11 +53,12 @@ class OneShotResult:
     def e_mid(self) -> float:
         """Midpoint of ``[e_harris, e_tot]`` (Hartree), an estimate of the SCF energy.
 
-        Exact to second order when the density error is screened by half
-        (Hartree-xc kernel equal to the inverse non-interacting response);
-        how well it does on the model's errors is measured in
-        ``benchmarks/RESULTS.md`` ("Harris-Foulkes"). The gradient ``grad`` belongs to
-        ``e_tot``, not to this estimate.
+        Exact to second order when, along the density error, the
+        Hartree-xc kernel equals minus the inverse non-interacting response
+        (one Roothaan step from D would then land as far beyond the SCF
+        density as D is before it). How well it does on the model's errors
+        is measured in ``benchmarks/RESULTS.md`` ("Harris-Foulkes"). The
+        gradient ``grad`` belongs to ``e_tot``, not to this estimate.
         """
         return 0.5 * (self.e_tot + self.e_harris)
 
@@ -115,4 +116,5 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
         grad_coeff[:, occupied], grad_energy[occupied] = c_occ @ rotation, occ_energy
         grad = mf.nuc_grad_method().kernel(grad_energy, grad_coeff, mo_occ)
         timings["gradient"] = time.perf_counter() - t0
-    return OneShotResult(e_tot, e_harris, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm), timings)
+    return OneShotResult(e_tot, e_harris, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm),
+                         timings)
