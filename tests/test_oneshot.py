@@ -126,3 +126,13 @@ def test_cli_rejects_an_open_shell(capsys):
 
     assert main(["oneshot", str(EXAMPLES / "water.xyz"), "--charge", "1"]) == 2
     assert "needs a closed shell" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["oneshot", "scf"])
+def test_cli_reports_a_missing_model(command, tmp_path, capsys):
+    from conftest import EXAMPLES
+    from pyscf_qhflow.cli.main import main
+
+    missing = tmp_path / "missing.pt"
+    assert main([command, str(EXAMPLES / "water.xyz"), "--model", str(missing)]) == 2
+    assert capsys.readouterr().out.strip() == f"qhflow {command}: no checkpoint file at {missing}"

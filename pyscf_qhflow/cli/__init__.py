@@ -1,1 +1,1 @@
-"""The ``qhflow`` command line: ``qhflow scf|label|train|bench``."""
+"""The ``qhflow`` command line: ``qhflow scf|oneshot|label|train|bench``."""

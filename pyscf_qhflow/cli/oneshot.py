@@ -7,6 +7,7 @@ import numpy as np
 from pyscf.data import nist
 
 from ..scfrun import load_molecule, make_scf, run_scf
+from .common import add_model_arguments, load_model_or_report
 
 HARTREE_MEV = nist.HARTREE2EV * 1e3
 FORCE_EV_A = nist.HARTREE2EV / nist.BOHR  # Hartree/Bohr -> eV/Angstrom
@@ -22,19 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-forces", action="store_true", help="energies only")
     parser.add_argument("--compare-scf", action="store_true",
                         help="also run the SCF (from the qhflow guess) and print the errors")
-    parser.add_argument("--model", default="default",
-                        help="'default' (shipped weights) or a checkpoint path")
-    parser.add_argument("--verbose", type=int, default=0, help="PySCF verbosity")
+    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
     from ..oneshot import oneshot
 
-    try:
-        model = load_model(args.model)
-    except FileNotFoundError as err:
-        print(f"qhflow oneshot: {err}")
+    model = load_model_or_report(args.model, "oneshot")
+    if model is None:
         return 2
     for path in args.xyz:
         mol = load_molecule(path, args.basis, args.charge, None, args.verbose)

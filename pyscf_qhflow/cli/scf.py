@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..scfrun import PYSCF_GUESSES, load_molecule, make_scf, run_scf
+from .common import add_model_arguments, load_model_or_report
 
 ENERGY_TOL = 1e-8  # Hartree: every guess must reach the same SCF solution
 
@@ -20,18 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spin", type=int, default=None, help="2S (default: 0 or 1)")
     parser.add_argument("--grid-level", type=int, default=3)
     parser.add_argument("--conv-tol", type=float, default=1e-10)
-    parser.add_argument("--model", default="default",
-                        help="'default' (shipped weights) or a checkpoint path")
-    parser.add_argument("--verbose", type=int, default=0, help="PySCF verbosity")
+    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
-
-    try:
-        model = load_model(args.model)
-    except FileNotFoundError as err:
-        print(f"qhflow scf: {err}")
+    model = load_model_or_report(args.model, "scf")
+    if model is None:
         return 2
     status = 0
     for path in args.xyz:
