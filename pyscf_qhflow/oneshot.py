@@ -91,13 +91,14 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
     timings["inference"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    mo_energy, mo_coeff = orbitals_from_fock(fock, mf.get_ovlp())
+    overlap = mf.get_ovlp()
+    mo_energy, mo_coeff = orbitals_from_fock(fock, overlap)
     mo_occ = mf.get_occ(mo_energy, mo_coeff)
     dm = mf.make_rdm1(mo_coeff, mo_occ)
     veff = mf.get_veff(mol, dm)
     e_tot = float(mf.energy_tot(dm, vhf=veff))
     fock_at_dm = mf.get_fock(dm=dm, vhf=veff)  # cycle=-1: no damping, DIIS or shift
-    out_energy, out_coeff = orbitals_from_fock(fock_at_dm, mf.get_ovlp())
+    out_energy, out_coeff = orbitals_from_fock(fock_at_dm, overlap)
     dm_out = mf.make_rdm1(out_coeff, mf.get_occ(out_energy, out_coeff))
     e_harris = e_tot + float(np.einsum("ij,ji->", dm_out - dm, fock_at_dm))
     timings["energy"] = time.perf_counter() - t0
