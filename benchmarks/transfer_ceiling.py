@@ -14,7 +14,9 @@ target setting from
 
 If ``label`` needs, say, 75% of MinAO's cycles, no better B3LYP/def2-SVP
 network can reach a 60% target there. ``b3lyp`` (the training setting) is the
-control: ``label`` then starts at the converged density.
+control: ``label`` then starts at the converged density. ``cation`` asks
+whether the neutral molecule's exact density also leads a UKS cation to the
+other (lower) minimum that the qhflow guess reaches (``bench_ion_states.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/transfer_ceiling.py --shards ../shared/data \\
         --limit 6 --settings hf pbe0 --out benchmarks/out/transfer_ceiling
@@ -37,11 +39,12 @@ from pyscf_qhflow.benchmark import SCF_FIELDS, bench_scf_molecule, csv_appender,
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 
-SETTINGS = {  # slug -> (label, xc, basis)
-    "b3lyp": ("B3LYP/def2-SVP (training setting, control)", "b3lyp", "def2-svp"),
-    "hf": ("HF/def2-SVP", "hf", "def2-svp"),
-    "pbe0": ("PBE0/def2-SVP", "pbe0", "def2-svp"),
-    "def2_tzvp": ("B3LYP/def2-TZVP", "b3lyp", "def2-tzvp"),
+SETTINGS = {  # slug -> (title, xc, basis, charge); odd electron counts run as UKS doublets
+    "b3lyp": ("B3LYP/def2-SVP (training setting, control)", "b3lyp", "def2-svp", 0),
+    "hf": ("HF/def2-SVP", "hf", "def2-svp", 0),
+    "pbe0": ("PBE0/def2-SVP", "pbe0", "def2-svp", 0),
+    "def2_tzvp": ("B3LYP/def2-TZVP", "b3lyp", "def2-tzvp", 0),
+    "cation": ("cation (+1, doublet, UKS) B3LYP/def2-SVP", "b3lyp", "def2-svp", 1),
 }
 GUESSES = ("minao", "qhflow", "label")
 
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
              "| network / minao | label / minao | energy off > 1e-7 Ha | failed runs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for slug in args.settings:
-        title, xc, basis = SETTINGS[slug]
+        title, xc, basis, charge = SETTINGS[slug]
         csv_path = Path(args.out) / slug / "scf.csv"
         done = {(r["molecule"], r["guess"]) for r in read_rows(csv_path)}
         for name, Z, pos in tqdm(molecules, desc=title):
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             if not todo:
                 continue
             mol = gto.M(atom=[(int(z), r) for z, r in zip(Z, pos)], basis=basis,
-                        unit="Angstrom", verbose=0)
+                        unit="Angstrom", charge=charge, spin=(int(Z.sum()) - charge) % 2,
+                        verbose=0)
             rows = []
             for guess in todo:  # one guess at a time, each row saved as it finishes
                 model = label if guess == "label" else network
