@@ -133,14 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             mol = gto.M(atom=[(int(z), r) for z, r in zip(Z, pos)], basis=basis,
                         unit="Angstrom", charge=charge, spin=(int(Z.sum()) - charge) % 2,
                         verbose=0)
-            rows = []
             for guess in todo:  # one guess at a time, each row saved as it finishes
                 model = label if guess == "label" else network
                 row, = bench_scf_molecule(name, mol, ["qhflow" if guess == "label" else guess],
                                           model=model, xc=xc, include_converged=False)
                 row["guess"] = guess
-                rows.append(row)
-                with csv_appender(csv_path, SCF_FIELDS) as (f, writer):
+                with csv_appender(csv_path, SCF_FIELDS) as (_, writer):
                     writer.writerow(row)
         s = cycle_table(read_rows(csv_path))
         if not s["used"]:
