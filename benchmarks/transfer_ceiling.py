@@ -47,6 +47,7 @@ SETTINGS = {  # slug -> (title, xc, basis, charge); odd electron counts run as U
     "cation": ("cation (+1, doublet, UKS) B3LYP/def2-SVP", "b3lyp", "def2-svp", 1),
 }
 GUESSES = ("minao", "qhflow", "label")
+ENERGY_TOL = 1e-7  # Hartree, issue #7's bound for "same energy" (as in bench_transfer.py)
 
 
 class LabelFock:
@@ -93,7 +94,7 @@ def cycle_table(rows: list[dict]) -> dict:
         out[f"{k}_ratio"] = (statistics.mean(int(g[k]["cycles"]) / int(g["minao"]["cycles"])
                                              for g in complete) if complete else float("nan"))
     out["off"] = sum(1 for g in complete for k in ("qhflow", "label")
-                     if abs(float(g[k]["e_tot"]) - float(g["minao"]["e_tot"])) > 1e-7)
+                     if abs(float(g[k]["e_tot"]) - float(g["minao"]["e_tot"])) > ENERGY_TOL)
     out["used"] = all(g[k]["qhflow_used"] == "True" for g in complete for k in ("qhflow", "label"))
     return out
 
