@@ -50,6 +50,11 @@ from __future__ import annotations
 
 Z = "Z"
 POS = "pos"
+FOCK = "fock"
+HINIT = "hinit"
+OVERLAP = "overlap"
+ENERGY = "energy"
+QM9_INDEX = "qm9_index"
 BATCH = "batch"
 EDGE_INDEX = "edge_index"
 PAIR_INDEX = "pair_index"

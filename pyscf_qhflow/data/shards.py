@@ -475,6 +475,13 @@ class ShardDataset(torch.utils.data.Dataset):
         return int(self._shards[k].attrs.get("charge", 0))
 
     def _hinit_tril(self, k: int, j: int, Z: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        f = self._file(k)
+        stored_level = int(self._shards[k].attrs.get("grid_level", -1))
+        if keys.HINIT in f and stored_level == self.grid_level:
+            # stored beside the label (FORMAT.md): no build, no cache
+            index = self._shards[k].index
+            nao, o = int(index["nao"][j]), int(index["fock_offset"][j])
+            return f[keys.HINIT][o:o + nao * (nao + 1) // 2]
         cache = self.hinit_cache(k)
         values = cache.get(j)
         if values is None:
