@@ -25,16 +25,15 @@ from pathlib import Path
 
 import numpy as np
 from pyscf import gto
-from pyscf.data import nist
 
 from pyscf_qhflow.benchmark import csv_appender, read_rows
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
 from pyscf_qhflow.oneshot import oneshot
 from pyscf_qhflow.scfrun import make_scf
+from pyscf_qhflow.units import BOHR_TO_ANGSTROM, HARTREE_TO_MEV as HARTREE_MEV
 
-HARTREE_MEV = nist.HARTREE2EV * 1e3
-FORCE_UNIT = HARTREE_MEV / nist.BOHR  # Hartree/Bohr -> meV/Angstrom
+FORCE_UNIT = HARTREE_MEV / BOHR_TO_ANGSTROM  # Hartree/Bohr -> meV/Angstrom
 FIELDS = ["molecule", "natm", "de_mev", "de_harris_mev", "force_mae_mev_a", "t_inference",
           "t_energy", "t_gradient"]
 

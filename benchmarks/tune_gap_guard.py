@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
-from pyscf_qhflow.gap_guard import homo_lumo_gap, neutral_nocc
-from pyscf_qhflow.overlap_damping import damp_residual
+from pyscf_qhflow.guess.gap_guard import homo_lumo_gap, neutral_nocc
+from pyscf_qhflow.guess.overlap_damping import damp_residual
 from pyscf_qhflow.predict import hinit_and_overlap
 from pyscf_qhflow.scfrun import load_molecule
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from pyscf_qhflow.benchmark import fock_metrics
 from pyscf_qhflow.checkpoint import load_model, update_checkpoint
 from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
-from pyscf_qhflow.overlap_damping import damp_residual
+from pyscf_qhflow.guess.overlap_damping import damp_residual
 
 TAUS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 COLUMNS = ("h_mae_uha", "occ_eps_mae_mha", "gap_err_mha", "occ_cosine", "density_err")

@@ -1,14 +1,16 @@
-"""Atomic-orbital layout: the only module that knows orbital ordering.
+"""Atomic-orbital layout: the only module that knows orbital ordering and axes.
 
 PySCF stores a spherical AO basis atom by atom, shell by shell, and inside a
 shell with several contractions as ``[contraction][m]``.  Inside one (2l+1)
 group PySCF orders real solid harmonics as m = -l..l, except for p shells,
 which it writes as (px, py, pz).  e3nn orders every l as m = -l..l, and takes y as
 its polar axis.  Writing Cartesian vectors in e3nn's frame as
-``(x, y, z)_e3nn = (y, z, x)_pyscf`` makes the real harmonics agree, so a p
-shell (px, py, pz) reads (py, pz, px) in e3nn order.  Hence the PySCF -> e3nn permutation is ``[1, 2, 0]`` on
-p shells and the identity for every other l (checked for d, f and g against
-e3nn's Wigner-D matrices in ``tests/test_aolayout.py``).
+``(x, y, z)_e3nn = (y, z, x)_pyscf`` (:data:`CARTESIAN_TO_E3NN`) makes the real
+harmonics agree, so a p shell (px, py, pz) reads (py, pz, px) in e3nn order.
+Hence the PySCF -> e3nn permutation is that same ``[1, 2, 0]`` on p shells and
+the identity for every other l (checked for d, f and g against e3nn's
+Wigner-D matrices in ``tests/test_aolayout.py``).  The network takes its axis
+convention from here (:func:`positions_to_e3nn`), so both facts have one owner.
 
 The network works on *padded* per-atom blocks in e3nn order.  A
 :class:`BasisLayout` fixes, for a basis and a set of elements, the union of
@@ -17,20 +19,27 @@ is embedded into that padded layout, its k-th shell of angular momentum l
 going to the k-th slot of l.  :class:`MolLayout` maps the padded slots of each
 atom of one molecule to PySCF AO indices; :mod:`pyscf_qhflow.blocks` uses that
 map to cut a dense matrix into blocks and to put it back together.
+
+numpy only at import: PySCF is imported where a molecule is read, torch
+where a Wigner-D matrix is built, so the network can import the axis
+convention without importing PySCF.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pyscf import gto
 
-# the Cartesian-axis convention lives with the e3nn-side code (torch only, no pyscf)
-from .nn.so3 import CARTESIAN_TO_E3NN, positions_to_e3nn, rotation_to_e3nn  # noqa: F401
+from .errors import UnsupportedMoleculeError
 
-__all__ = ["ao_atom_indices", 
+if TYPE_CHECKING:
+    from pyscf import gto
+
+__all__ = ["ao_atom_indices",
     "UnsupportedMoleculeError",
+    "CARTESIAN_TO_E3NN",
     "pyscf_to_e3nn_shell_order",
     "element_shells",
     "BasisLayout",
@@ -40,9 +49,21 @@ __all__ = ["ao_atom_indices",
     "rotation_to_e3nn",
 ]
 
+# e3nn's real spherical harmonics take y as the polar axis, PySCF's take z.
+# Relabelling Cartesian axes as e3nn_xyz = pyscf_(y, z, x) makes the two sets
+# of real harmonics coincide for every l (only p needs this order).
+CARTESIAN_TO_E3NN = np.array([1, 2, 0])
 
-class UnsupportedMoleculeError(ValueError):
-    """The molecule (basis type, ECP, ghost atom, element...) cannot be served."""
+
+def positions_to_e3nn(positions):
+    """Cartesian vectors (..., 3) in PySCF's frame -> e3nn's frame (numpy or torch)."""
+    return positions[..., CARTESIAN_TO_E3NN]
+
+
+def rotation_to_e3nn(rotation: np.ndarray) -> np.ndarray:
+    """A 3x3 rotation acting on PySCF-frame vectors, written in e3nn's frame."""
+    p = CARTESIAN_TO_E3NN
+    return rotation[np.ix_(p, p)]
 
 
 def pyscf_to_e3nn_shell_order(l: int) -> np.ndarray:
@@ -51,7 +72,7 @@ def pyscf_to_e3nn_shell_order(l: int) -> np.ndarray:
     ``e3nn_vector = pyscf_vector[pyscf_to_e3nn_shell_order(l)]``.
     """
     if l == 1:
-        return np.array([1, 2, 0])  # (px, py, pz) -> (py, pz, px) = m -1, 0, 1
+        return CARTESIAN_TO_E3NN.copy()  # (px, py, pz) -> (py, pz, px) = m -1, 0, 1
     return np.arange(2 * l + 1)
 
 
@@ -72,6 +93,8 @@ def check_supported_mol(mol: gto.Mole) -> None:
     if mol.has_ecp():
         raise UnsupportedMoleculeError(
             "effective core potentials are not supported (mol has an ECP)")
+    from pyscf import gto
+
     charges = mol.atom_charges()
     ghosts = [i for i in range(mol.natm)
               if charges[i] == 0 or gto.is_ghost_atom(mol.atom_symbol(i))]
@@ -95,6 +118,8 @@ def element_shells(symbol: str, basis: str) -> tuple[int, ...]:
 
     Read from PySCF's ``mol._bas`` for a one-atom molecule; no basis tables here.
     """
+    from pyscf import gto
+
     z = gto.charge(symbol)
     mol = gto.M(atom=[[symbol, (0.0, 0.0, 0.0)]], basis=basis, spin=z % 2,
                 verbose=0)
@@ -117,6 +142,8 @@ class BasisLayout:
 
     @classmethod
     def from_basis(cls, basis: str, elements) -> "BasisLayout":
+        from pyscf import gto
+
         zs = tuple(sorted({int(gto.charge(e)) if isinstance(e, str) else int(e)
                            for e in elements}))
         if not zs:
@@ -141,16 +168,11 @@ class BasisLayout:
         """Number of padded AO slots per atom."""
         return sum(n * (2 * l + 1) for l, n in enumerate(self.shell_counts))
 
-    @property
-    def slot_ls(self) -> np.ndarray:
-        """Angular momentum of every padded slot, shape (size,)."""
-        return np.concatenate([np.full(n * (2 * l + 1), l)
-                               for l, n in enumerate(self.shell_counts)]).astype(np.int64)
-
     def shells_of(self, z: int) -> tuple[int, ...]:
         try:
             return self.shells[self.elements.index(int(z))]
         except ValueError:
+            from pyscf import gto
             raise UnsupportedMoleculeError(
                 f"element {gto.param.ELEMENTS[int(z)]} (Z={int(z)}) is not in this "
                 f"layout's elements {[gto.param.ELEMENTS[e] for e in self.elements]}") from None
@@ -178,10 +200,6 @@ class BasisLayout:
         mask = np.zeros(self.size, dtype=bool)
         mask[self.element_slots(z)] = True
         return mask
-
-    def element_mask_table(self) -> np.ndarray:
-        """Mask per element (rows follow ``self.elements``), shape (n_elements, size)."""
-        return np.stack([self.element_mask(z) for z in self.elements])
 
 
 @dataclass(frozen=True)
@@ -275,24 +293,14 @@ class MolLayout:
         basis transforms as ``M' = D M D^T`` (reflections included through
         the parity of each l).
         """
+        import scipy.linalg
         import torch
 
         from .nn.so3 import irreps_wigner_D
 
         rot = torch.as_tensor(rotation_to_e3nn(np.asarray(rotation, dtype=np.float64)))
-        blocks = [irreps_wigner_D(ir, rot).numpy() for ir in self.atom_irreps]
-        return _block_diag(blocks)
-
-
-def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
-    n = sum(b.shape[0] for b in blocks)
-    out = np.zeros((n, n))
-    off = 0
-    for b in blocks:
-        k = b.shape[0]
-        out[off:off + k, off:off + k] = b
-        off += k
-    return out
+        return scipy.linalg.block_diag(*[irreps_wigner_D(ir, rot).numpy()
+                                         for ir in self.atom_irreps])
 
 
 def _single_basis_name(mol: gto.Mole) -> str:

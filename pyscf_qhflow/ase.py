@@ -14,14 +14,11 @@ try:
 except ImportError as err:  # optional dependency
     raise ImportError("the ASE calculator needs ase: pip install 'pyscf-qhflow[ase]'") from err
 from pyscf import gto
-from pyscf.data import nist
 
 from .scfrun import make_scf
+from .units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 
 __all__ = ["QHFlowCalculator"]
-
-HARTREE_EV = nist.HARTREE2EV
-BOHR_ANGSTROM = nist.BOHR
 
 
 class QHFlowCalculator(Calculator):
@@ -59,5 +56,5 @@ class QHFlowCalculator(Calculator):
                 raise RuntimeError("SCF did not converge in the ASE calculator")
             grad = mf.nuc_grad_method().kernel()
         self.last_mf = mf
-        self.results["energy"] = float(energy) * HARTREE_EV
-        self.results["forces"] = -np.asarray(grad) * HARTREE_EV / BOHR_ANGSTROM
+        self.results["energy"] = float(energy) * HARTREE_TO_EV
+        self.results["forces"] = -np.asarray(grad) * HARTREE_TO_EV / BOHR_TO_ANGSTROM

@@ -26,6 +26,7 @@ import scipy.linalg
 from tqdm.auto import tqdm
 
 from .scfrun import PYSCF_GUESSES, make_scf, run_scf
+from .units import HARTREE_TO_UHA
 
 __all__ = ["SCF_FIELDS", "bench_scf_molecule", "bench_scf", "summarize_scf",
            "fock_metrics", "plot_scf", "bench_accuracy", "summarize_accuracy",
@@ -248,7 +249,7 @@ def fock_metrics(fock_pred: np.ndarray, fock_ref: np.ndarray, overlap: np.ndarra
     dm_diff_s = 2.0 * (c_p[:, :nocc] @ c_p[:, :nocc].T - c_r[:, :nocc] @ c_r[:, :nocc].T) @ overlap
     homo, lumo = nocc - 1, nocc
     return {
-        "h_mae_uha": float(np.abs(fock_pred - fock_ref).mean() * 1e6),
+        "h_mae_uha": float(np.abs(fock_pred - fock_ref).mean() * HARTREE_TO_UHA),
         "occ_eps_mae_mha": float(np.abs(e_p[:nocc] - e_r[:nocc]).mean() * 1e3),
         "homo_err_mha": float(abs(e_p[homo] - e_r[homo]) * 1e3),
         "lumo_err_mha": float(abs(e_p[lumo] - e_r[lumo]) * 1e3),
@@ -264,14 +265,15 @@ ACCURACY_FIELDS = ["molecule", "natm", "nao", "source", "h_mae_uha", "occ_eps_ma
 
 
 def bench_accuracy(dataset, indices, model, csv_path: str | Path,
-                   progress: bool = True, num_steps: int | None = None) -> list[dict]:
-    """Score ``model`` and the H_init baseline on labelled molecules; resumable CSV.
-
-    ``num_steps``: flow Euler steps K of a QHFlow model (None: its own default).
+                   progress: bool = True) -> list[dict]:
+    """Score ``model`` (any predictor, or a QHFlowModel) and the H_init baseline on
+    labelled molecules; resumable CSV.  Flow steps and damping are the predictor's.
     """
     from pyscf import gto
 
+    from .guess.hook import resolve_model
     from .hinit import minao_fock
+    model = resolve_model(model=model)
     csv_path = Path(csv_path)
     done = _done_molecules(csv_path)
     with csv_appender(csv_path, ACCURACY_FIELDS) as (f, writer):
@@ -288,8 +290,6 @@ def bench_accuracy(dataset, indices, model, csv_path: str | Path,
             # the cached H_init is the model's own input; other predictors work from mol
             params = inspect.signature(model.predict_fock).parameters
             kwargs = {"hinit": h_init} if "hinit" in params else {}
-            if num_steps is not None:
-                kwargs["num_steps"] = num_steps
             fock = model.predict_fock(mol, **kwargs)
             preds = {"qhflow": np.asarray(fock), "hinit": h_init}
             for source, fock in preds.items():

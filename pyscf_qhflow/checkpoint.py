@@ -15,14 +15,17 @@ state (optimizer, scheduler, EMA, step, RNG) lives in a separate file
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import time
 from pathlib import Path
 
 import torch
 
+from .fileio import atomic_path
+
 __all__ = ["CheckpointError", "FORMAT", "DEFAULT_WEIGHTS", "tensor_digest",
            "save_checkpoint", "read_checkpoint", "update_checkpoint", "load_model",
+           "resolve_weights_path", "card_path", "read_card",
            "save_training_state", "load_training_state"]
 
 FORMAT = "pyscf-qhflow-checkpoint"
@@ -50,10 +53,8 @@ def _code_version() -> str:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(path: str | Path, model, card: dict | None = None) -> dict:
@@ -139,19 +140,13 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     ``compile=True`` runs the network through ``torch.compile``
     (:meth:`~pyscf_qhflow.model.QHFlowModel.compile_net`): worth it for many
     molecules on a GPU, the first predictions pay the compilation.
-    The model card is at ``model.card``.
+    The model card is at ``model.card``: the card file beside the weights
+    (:func:`card_path`) when there is one for these tensors, else the card
+    stored in the file.
     """
     from .model import ModelConfig, QHFlowModel
 
-    if str(name_or_path) == "default":
-        path = DEFAULT_WEIGHTS
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no trained weights are installed ({path} does not exist); train a model "
-                "with `qhflow train` and pass its checkpoint path (e.g. RUN_DIR/best.pt), "
-                "or install a release that ships weights")
-    else:
-        path = Path(name_or_path)
+    path = resolve_weights_path(name_or_path)
     obj = read_checkpoint(path)
     try:
         config = ModelConfig.from_dict(obj["config"])
@@ -169,10 +164,58 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    model.card = dict(obj["card"])
+    model.card = read_card(path, obj["card"])
     if compile:
         model.compile_net()
     return model
+
+
+def resolve_weights_path(name_or_path: str | Path) -> Path:
+    """``'default'`` -> the installed package's weights; anything else is a path.
+
+    ``FileNotFoundError`` (saying what to do) when the file does not exist.
+    """
+    if str(name_or_path) == "default":
+        path = DEFAULT_WEIGHTS
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no trained weights are installed ({path} does not exist); train a model "
+                "with `qhflow train` and pass its checkpoint path (e.g. RUN_DIR/best.pt), "
+                "or install a release that ships weights")
+        return path
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    return path
+
+
+def card_path(weights: str | Path) -> Path:
+    """The model-card file beside a weights file: ``NAME.card.json`` for ``NAME.pt``.
+
+    A card file lets the card (metrics, notes) change without a new multi-MB
+    weights blob in git; it applies only to the tensors whose sha256 it names.
+    """
+    weights = Path(weights)
+    return weights.with_name(weights.name.removesuffix(".pt") + ".card.json")
+
+
+def read_card(weights: str | Path, stored: dict) -> dict:
+    """The card of ``weights``: the card file when present (it must name the same
+    sha256 as ``stored``, the card inside the file), else ``stored``."""
+    path = card_path(Path(weights).resolve())
+    if not path.is_file():
+        path = card_path(weights)
+    if not path.is_file():
+        return dict(stored)
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable model card: {err}") from err
+    if card.get("sha256") != stored.get("sha256"):
+        raise CheckpointError(f"{path}: the card describes tensors with sha256 "
+                              f"{card.get('sha256')}, the weights beside it are "
+                              f"{stored.get('sha256')}")
+    return card
 
 
 def save_training_state(path: str | Path, state: dict) -> None:

@@ -4,7 +4,7 @@
     What the ``'qhflow'`` guess does when the model cannot serve a molecule
     (element, basis, Cartesian basis, ECP, ghost atoms):
     ``'warn'`` (default) warns with the reason and uses PySCF's MinAO guess;
-    ``'raise'`` raises :class:`~pyscf_qhflow.aolayout.UnsupportedMoleculeError`.
+    ``'raise'`` raises :class:`~pyscf_qhflow.errors.UnsupportedMoleculeError`.
 
 ``default_model``
     The predictor used when an SCF object has no ``qhflow_model``; set it

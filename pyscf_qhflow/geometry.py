@@ -7,23 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["radius_pairs", "check_geometry"]
-
-
-def check_geometry(positions: np.ndarray, min_distance: float = 0.1) -> None:
-    """Raise ``ValueError`` for empty, non-finite or overlapping geometries (Angstrom)."""
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (natm, 3) geometry, got shape {pos.shape}")
-    if not np.all(np.isfinite(pos)):
-        raise ValueError("geometry contains NaN or infinite coordinates")
-    if len(pos) > 1:
-        d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-        d[np.diag_indices(len(pos))] = np.inf
-        i, j = np.unravel_index(np.argmin(d), d.shape)
-        if d[i, j] < min_distance:
-            raise ValueError(f"atoms {i} and {j} are {d[i, j]:.3g} Angstrom apart "
-                             f"(closer than {min_distance} Angstrom)")
+__all__ = ["radius_pairs"]
 
 
 def radius_pairs(pos: torch.Tensor, batch: torch.Tensor, cutoff: float,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scf_guess import _check_supported, _checked_fock, check_input, resolve_model
+from .guess.hook import _checked_fock, _hinit_for_guess, prepare, resolve_model
 
 __all__ = ["OneShotResult", "orbitals_from_fock", "oneshot"]
 
@@ -77,17 +77,29 @@ def orbitals_from_fock(fock: np.ndarray, overlap: np.ndarray, lindep: float = 1e
 
 
 def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
-    """Energy (and gradient) of an RKS/RHF object at the model's predicted density."""
+    """Energy (and gradient) of an RKS/RHF object at the model's predicted density.
+
+    The grid, the in-core integrals and H_init are built once, on ``mf``
+    (:func:`pyscf_qhflow.hinit.hinit_beside`), and shared by the prediction,
+    the energy and the gradient.
+    """
     from pyscf.scf import hf
     if not isinstance(mf, hf.RHF):
         raise TypeError(f"oneshot supports RHF/RKS objects, got {type(mf).__name__}")
     mol = mf.mol
-    check_input(mol)
     model = resolve_model(mf, model)
-    _check_supported(model, mol)
+    layout = prepare(model, mol)  # input, support and AO layout, once
     timings = {}
     t0 = time.perf_counter()
-    fock = _checked_fock(model.predict_fock(mol), mol)
+    # H_init on mf's own grids and integrals, which the energy and gradient reuse
+    hinit, _ = _hinit_for_guess(mf, mol, model)
+    if layout is not None:
+        fock = model.predict(mol, hinit=hinit, layout=layout).fock
+    elif hinit is not None:
+        fock = model.predict_fock(mol, hinit=hinit)
+    else:
+        fock = model.predict_fock(mol)
+    fock = _checked_fock(fock, mol)
     timings["inference"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

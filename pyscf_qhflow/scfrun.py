@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pyscf import dft, gto, scf
 
-from .geometry import check_geometry
+from .errors import check_geometry
 
 __all__ = ["PYSCF_GUESSES", "load_molecule", "make_scf", "run_scf"]
 

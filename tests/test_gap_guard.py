@@ -4,8 +4,8 @@ import pytest
 from pyscf import dft
 
 import pyscf_qhflow
-from pyscf_qhflow.gap_guard import guarded_fock, homo_lumo_gap
-from pyscf_qhflow.overlap_damping import damp_residual
+from pyscf_qhflow.guess.gap_guard import guarded_fock, homo_lumo_gap
+from pyscf_qhflow.guess.overlap_damping import damp_residual
 
 # A diagonal model problem: levels e_i = F_ii / S_ii.  H_init has levels
 # -1, -0.5 | 0.5, 0.5 (two occupied, gap 1 Ha); the fourth AO direction is
@@ -75,37 +75,39 @@ def test_model_config_validates_and_keeps_the_ratio():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="min_gap_ratio"):
             ModelConfig.from_dict({**cfg.to_dict(), "min_gap_ratio": bad})
+    from pyscf_qhflow.guess.predictor import Predictor
     model = QHFlowModel.from_config("tiny", seed=0)
-    model.set_min_gap_ratio(0.0)
-    assert model.min_gap_ratio == 0.0 and model.config.to_dict()["min_gap_ratio"] == 0.0
+    assert Predictor(model).min_gap_ratio == 0.5
+    assert Predictor(model, min_gap_ratio=0.0).min_gap_ratio == 0.0
 
 
 def test_shipped_model_on_ethanol_needs_no_raise_and_the_hook_reports_it(ethanol):
     """On a QM9-like molecule the guard leaves the prediction exactly as it was."""
+    from pyscf_qhflow.hinit import minao_fock
     model = pyscf_qhflow.load_model("default")
-    assert model.min_gap_ratio == 0.5
-    guarded = model.predict_fock(ethanol)
-    report = model.last_guard[0]
-    assert not report["raised"] and report["tau"] == model.overlap_damping
+    predictor = pyscf_qhflow.Predictor(model)
+    assert predictor.min_gap_ratio == 0.5
+    hinit = minao_fock(ethanol)
+    guarded = predictor.predict(ethanol, hinit=hinit)
+    report = guarded.guard
+    assert not report["raised"] and report["tau"] == predictor.overlap_damping
     assert report["gap"] > 0.5 * report["gap_hinit"] > 0
-    model.set_min_gap_ratio(0.0)
-    try:
-        # the network runs in float32: repeated CPU calls may differ by a few ulps of the
-        # residual (seen: 6e-11 Ha), while raising tau to 0.03 moves ethanol's Fock by up to 9e-3 Ha
-        np.testing.assert_allclose(model.predict_fock(ethanol), guarded, rtol=0, atol=1e-9)
-    finally:
-        model.set_min_gap_ratio(0.5)
+    unguarded = pyscf_qhflow.Predictor(model, min_gap_ratio=0.0)
+    # the network runs in float32: repeated CPU calls may differ by a few ulps of the
+    # residual (seen: 6e-11 Ha), while raising tau to 0.03 moves ethanol's Fock by up to 9e-3 Ha
+    np.testing.assert_allclose(unguarded.predict_fock(ethanol, hinit=hinit), guarded.fock,
+                               rtol=0, atol=1e-9)
     mf = dft.RKS(ethanol, xc="b3lyp")
     mf.grids.level = 1
     mf.qhflow_model = model
     mf.get_init_guess(key="qhflow")
-    assert mf.qhflow_info["gap_guard"]["tau"] == model.overlap_damping
+    assert mf.qhflow_info["gap_guard"]["tau"] == predictor.overlap_damping
 
 
 def test_the_log_says_when_tau_was_raised_and_warns_when_h_init_is_used(water):
     import io
 
-    from pyscf_qhflow.predict import _log_guard
+    from pyscf_qhflow.guess.predictor import _log_guard
     mol = water.copy()
     mol.stdout, mol.verbose = io.StringIO(), 4
     _log_guard(mol, {"raised": False, "tau": 0.01, "taus_tried": [0.01]})
@@ -121,15 +123,16 @@ def test_the_log_says_when_tau_was_raised_and_warns_when_h_init_is_used(water):
 
 def test_ions_are_checked_on_the_neutral_gap(water):
     """The network and H_init describe the neutral closed-shell molecule, whatever the charge."""
-    from pyscf_qhflow.gap_guard import neutral_nocc
-    model = pyscf_qhflow.load_model("default")
+    from pyscf_qhflow.guess.gap_guard import neutral_nocc
+    from pyscf_qhflow.hinit import minao_fock
+    predictor = pyscf_qhflow.Predictor(pyscf_qhflow.load_model("default"))
+    hinit = minao_fock(water)  # a function of the geometry only (pyscf_qhflow.hinit)
     reports = {}
     for charge, spin in ((0, 0), (1, 1), (-1, 1)):
         ion = water.copy()
         ion.charge, ion.spin = charge, spin
         ion.build(False, False)
         assert neutral_nocc(ion) == 5
-        model.predict_fock(ion)
-        reports[charge] = model.last_guard[0]
+        reports[charge] = predictor.predict(ion, hinit=hinit).guard
     assert reports[1]["gap"] == pytest.approx(reports[0]["gap"], abs=1e-10)
     assert reports[-1]["gap_hinit"] == pytest.approx(reports[0]["gap_hinit"], abs=1e-10)

@@ -8,7 +8,7 @@ from pyscf import dft, gto, scf
 import pyscf_qhflow
 from pyscf_qhflow import config
 from pyscf_qhflow import hinit as hinit_module
-from pyscf_qhflow.aolayout import UnsupportedMoleculeError
+from pyscf_qhflow.errors import UnsupportedMoleculeError
 
 from conftest import example_mol
 
@@ -298,12 +298,13 @@ def test_hinit_shared_grids_leave_the_scf_unchanged(water):
 
 def test_model_guess_with_shared_hinit_equals_its_own(water):
     """QHFlowModel takes H_init from the SCF object and predicts what it predicts alone."""
+    from pyscf_qhflow.guess.predictor import Predictor
     from pyscf_qhflow.model import QHFlowModel
     model = QHFlowModel.from_config("tiny", seed=0)
     mf = dft.RKS(water, xc="b3lyp")  # grid level 3, the protocol
     mf.qhflow_model = model
     dm = mf.get_init_guess(key="qhflow")
     assert mf.qhflow_info["hinit_shared_with_scf"] == ["grids", "integrals"]
-    f = model.predict_fock(water)  # H_init built by the model itself
+    f = Predictor(model).predict_fock(water)  # H_init built by the predictor itself
     e, c = mf.eig(f, mf.get_ovlp())
     np.testing.assert_allclose(dm, mf.make_rdm1(c, mf.get_occ(e, c)), atol=1e-8)

@@ -4,7 +4,7 @@ import pytest
 import scipy.linalg
 from pyscf import gto
 
-from pyscf_qhflow.overlap_damping import damp_residual, overlap_damping_matrix
+from pyscf_qhflow.guess.overlap_damping import damp_residual, overlap_damping_matrix
 
 
 def _random_symmetric(n, seed, scale=1e-3):
@@ -71,14 +71,17 @@ def test_damping_is_rotation_and_permutation_equivariant(water):
 def test_model_prediction_applies_its_overlap_damping(water):
     """predict_fock with tau > 0 equals H_init + W (F_tau=0 - H_init) W, and tau is kept
     through a checkpoint's config."""
+    import dataclasses
+
+    from pyscf_qhflow.guess.predictor import Predictor
     from pyscf_qhflow.hinit import minao_fock
     from pyscf_qhflow.model import ModelConfig, QHFlowModel
     model = QHFlowModel.from_config("tiny", seed=0).double()
     hinit = minao_fock(water, xc=model.xc)
     s = water.intor("int1e_ovlp")
-    plain = model.predict_fock(water, hinit=hinit)
-    model.set_overlap_damping(1e-2)
-    damped = model.predict_fock(water, hinit=hinit)
+    plain = Predictor(model, overlap_damping=0.0).predict_fock(water, hinit=hinit)
+    model.config = dataclasses.replace(model.config, overlap_damping=1e-2)  # as stored
+    damped = Predictor(model).predict_fock(water, hinit=hinit)
     np.testing.assert_allclose(damped, hinit + damp_residual(plain - hinit, s, 1e-2),
                                atol=1e-12)
     assert np.abs(damped - plain).max() > 1e-9  # the untrained residual is not ~0

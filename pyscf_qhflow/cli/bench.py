@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as err:
         print(f"qhflow bench: {err}")
         return 2
-    if args.num_steps is not None:
-        model.set_num_steps(args.num_steps)
+    from ..guess.predictor import Predictor
+    model = Predictor(model, num_steps=args.num_steps)
     if args.bench == "scf":
         return _run_scf(args, model, out)
     return _run_accuracy(args, model, out)

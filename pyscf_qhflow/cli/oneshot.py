@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from pyscf.data import nist
 
 from ..scfrun import load_molecule, make_scf, run_scf
+from ..units import BOHR_TO_ANGSTROM, HARTREE_TO_EV
+from ..units import HARTREE_TO_MEV as HARTREE_MEV
 from .common import add_model_arguments, load_model_or_report
 
-HARTREE_MEV = nist.HARTREE2EV * 1e3
-FORCE_EV_A = nist.HARTREE2EV / nist.BOHR  # Hartree/Bohr -> eV/Angstrom
+FORCE_EV_A = HARTREE_TO_EV / BOHR_TO_ANGSTROM  # Hartree/Bohr -> eV/Angstrom
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

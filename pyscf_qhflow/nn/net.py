@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import keys
-from .so3 import positions_to_e3nn  # the only owner of the PySCF -> e3nn axis order
+from ..aolayout import positions_to_e3nn  # the owner of the PySCF -> e3nn axis order
 from .backbone import InteractionBlock, edge_frames
 from .pair import PairUpdate
 from .radial import BesselBasis, ScalarMLP, TimeEmbedding, polynomial_envelope

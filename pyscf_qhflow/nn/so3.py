@@ -7,7 +7,7 @@ polynomials): for sample directions X, ``Y_l(X R^T) = Y_l(X) D_l(R)^T``, so
 ``D_l(R)^T = pinv(Y_l(X)) Y_l(X R^T)``.  The same formula holds for improper
 rotations (reflections), giving the parity (-1)^l of the AO basis.
 
-All rotations here act on vectors written in e3nn's Cartesian frame (see :func:`positions_to_e3nn`).
+All rotations here act on vectors written in e3nn's Cartesian frame (see :func:`pyscf_qhflow.aolayout.positions_to_e3nn`).
 """
 from __future__ import annotations
 
@@ -18,28 +18,9 @@ import numpy as np
 import torch
 from e3nn import o3
 
-__all__ = ["CARTESIAN_TO_E3NN", "positions_to_e3nn", "rotation_to_e3nn",
-           "wigner_D", "irreps_wigner_D", "parity_irreps_wigner_D", "escn_irreps",
+__all__ = ["wigner_D", "irreps_wigner_D", "parity_irreps_wigner_D", "escn_irreps",
            "escn_to_e3nn", "e3nn_to_escn", "escn_l_of_row", "escn_wigner_D",
            "rotation_to_polar_axis"]
-
-
-# e3nn's real spherical harmonics take y as the polar axis, PySCF's take z.
-# Relabelling Cartesian axes as e3nn_xyz = pyscf_(y, z, x) makes the two sets
-# of real harmonics coincide for every l (only p needs the [1, 2, 0] order).
-CARTESIAN_TO_E3NN = np.array([1, 2, 0])
-
-
-def positions_to_e3nn(positions):
-    """Cartesian vectors (..., 3) in PySCF's frame -> e3nn's frame (numpy or torch)."""
-    return positions[..., CARTESIAN_TO_E3NN]
-
-
-def rotation_to_e3nn(rotation: np.ndarray) -> np.ndarray:
-    """A 3x3 rotation acting on PySCF-frame vectors, written in e3nn's frame."""
-    p = CARTESIAN_TO_E3NN
-    return rotation[np.ix_(p, p)]
-
 
 
 @lru_cache(maxsize=None)

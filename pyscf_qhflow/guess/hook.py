@@ -8,7 +8,15 @@ PySCF unchanged.
 
 A *predictor* is any object with ``predict_fock(mol) -> ndarray (nao, nao)``
 (PySCF AO order, Hartree).  It may also offer ``supports(mol) -> (bool,
-reason)`` and a ``name``.  The guess density is built as PySCF builds its own
+reason)``, a ``name``, ``xc`` and ``basis`` (its protocol), and take
+``predict_fock(mol, hinit=...)``.  The package's own
+:class:`~pyscf_qhflow.guess.predictor.Predictor` offers all of it plus
+``prepare``/``predict``, which the hook uses so that one guess checks the
+input, the support and the AO layout once each and gets the gap-guard
+report with the prediction.  A bare :class:`~pyscf_qhflow.model.QHFlowModel`
+is wrapped in a ``Predictor`` with the options stored beside its weights.
+
+Nothing here imports torch: the network loads with the first guess.  The guess density is built as PySCF builds its own
 from a Fock matrix: ``mf.eig(F, S)`` -> ``mf.get_occ`` -> ``mf.make_rdm1``
 (keeping the mo_coeff/mo_occ tags), with the same spatial Fock matrix for both
 spins of UHF/UKS, so the molecule's own charge and spin set the occupations.
@@ -20,6 +28,7 @@ reach the one MinAO's start reaches: for a QM9 cation it reached a minimum
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 
@@ -27,38 +36,63 @@ import numpy as np
 from pyscf.lib import logger
 from pyscf.scf import hf
 
-from . import config
-from .aolayout import UnsupportedMoleculeError
-from .geometry import check_geometry
+from .. import config
+from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
+from ..hinit import hinit_beside
 
-__all__ = ["QHFlowGuessWarning", "resolve_model", "predict_fock", "check_input",
-           "init_guess_by_qhflow", "register", "GUESS_KEY"]
+__all__ = ["resolve_model", "predict_fock", "init_guess_by_qhflow", "register", "GUESS_KEY"]
 
 GUESS_KEY = "qhflow"
 
 
-class QHFlowGuessWarning(UserWarning):
-    """The qhflow guess stepped aside (the reason is in the message)."""
-
-
 def resolve_model(mf=None, model=None):
     """Pick the predictor: ``model`` > ``mf.qhflow_model`` > ``config.default_model``
-    > ``load_model('default')`` (the shipped weights, loaded once per call site)."""
+    > the shipped weights (loaded once per process and kept in ``config.default_model``).
+
+    A checkpoint path or packaged name is loaded (once per process and file);
+    a :class:`~pyscf_qhflow.model.QHFlowModel` is wrapped in a
+    :class:`~pyscf_qhflow.guess.predictor.Predictor`.
+    """
     if model is None and mf is not None:
         model = getattr(mf, "qhflow_model", None)
     if model is None:
         model = config.default_model
-    if model is None:
-        from .checkpoint import load_model
-        model = load_model("default")
-        config.default_model = model  # documented cache: later guesses reuse it
-    if isinstance(model, str):
-        from .checkpoint import load_model
-        model = load_model(model)
+        if model is None:
+            model = config.default_model = _as_predictor("default")
+        elif not hasattr(model, "predict_fock") or isinstance(model, str):
+            model = config.default_model = _as_predictor(model)
+    return _as_predictor(model)
+
+
+def _as_predictor(model):
+    if isinstance(model, (str, os.PathLike)):
+        return _load_cached(str(model))
+    if _is_network(model):
+        from .predictor import Predictor
+        return Predictor(model)
     if not callable(getattr(model, "predict_fock", None)):
         raise TypeError(f"{type(model).__name__} is not a predictor: it has no "
                         "predict_fock(mol) method")
     return model
+
+
+def _is_network(model) -> bool:
+    # a QHFlowModel without importing torch for every other predictor
+    return hasattr(model, "sample") and hasattr(model, "basis_layout")
+
+
+_LOADED: dict[tuple[str, float], object] = {}
+
+
+def _load_cached(name_or_path: str):
+    """A Predictor for a checkpoint, loaded once per process (keyed by path and mtime)."""
+    from ..checkpoint import load_model, resolve_weights_path
+    path = resolve_weights_path(name_or_path)
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _LOADED:
+        from .predictor import Predictor
+        _LOADED[key] = Predictor(load_model(path))
+    return _LOADED[key]
 
 
 def _model_name(model) -> str:
@@ -70,25 +104,30 @@ def predict_fock(mol, model=None) -> np.ndarray:
 
     Raises :class:`UnsupportedMoleculeError` when the model cannot serve ``mol``.
     """
-    check_input(mol)
     model = resolve_model(model=model)
-    _check_supported(model, mol)
+    layout = prepare(model, mol)
+    if layout is not None:
+        return _checked_fock(model.predict(mol, layout=layout).fock, mol)
     return _checked_fock(model.predict_fock(mol), mol)
 
 
-def check_input(mol) -> None:
-    """``ValueError`` for inputs no guess can serve: no atoms, NaN/inf or overlapping atoms."""
-    if mol.natm == 0:
-        raise ValueError("empty molecule: mol has no atoms")
-    check_geometry(mol.atom_coords(unit="Angstrom"))
+def prepare(model, mol):
+    """Check ``mol`` once for ``model``: input, support, and (for a Predictor) the AO layout.
 
-
-def _check_supported(model, mol) -> None:
+    Returns the layout from ``model.prepare`` when the predictor has one,
+    else ``None`` after :func:`~pyscf_qhflow.errors.check_input` and
+    ``model.supports``; raises ``ValueError`` or
+    :class:`~pyscf_qhflow.errors.UnsupportedMoleculeError`.
+    """
+    if callable(getattr(model, "prepare", None)):
+        return model.prepare(mol)
+    check_input(mol)
     supports = getattr(model, "supports", None)
     if supports is not None:
         ok, reason = supports(mol)
         if not ok:
             raise UnsupportedMoleculeError(reason)
+    return None
 
 
 def _checked_fock(fock, mol) -> np.ndarray:
@@ -153,67 +192,22 @@ def _projected_density(mf, mol, mol_model, fock_model: np.ndarray):
     return dm, nelec_guess
 
 
-def _hinit_beside(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
-    """H_init of ``mol`` in the model's protocol, built beside the SCF object ``mf``.
+def _hinit_for_guess(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
+    """H_init beside ``mf`` (:func:`pyscf_qhflow.hinit.hinit_beside`) when the predictor takes one.
 
-    H_init needs the two-electron integrals and a DFT grid; the SCF that
-    follows needs the same integrals, and the same grid when it is a
-    restricted KS calculation with the protocol's grid settings.  So a
-    :func:`~pyscf_qhflow.hinit.protocol_ks` object borrows what ``mf`` already
-    holds, builds the rest, and hands it back: neither is computed twice.
-    (A separate in-core ERI build, repeated by the SCF, made HF and other
-    functionals slower than MinAO.)
-
-    * integrals: shared when ``mf`` keeps them in core (PySCF's own rule,
-      ``_is_mem_enough`` under ``mf.max_memory``);
-    * grids: shared only with a restricted closed-shell KS ``mf`` whose grid
-      settings are the protocol's.  Both then build and prune the grid with the
-      same rule (pruning uses the first closed-shell density), so the SCF runs
-      on the grid it would have built itself.
-
-    Returns ``(fock, shared)``, ``shared`` naming what was shared; ``(None, [])``
-    when the predictor takes no ``hinit``, has no ``xc``, or ``mf`` uses density
-    fitting (its integrals are not the protocol's exact ones); the model then
-    builds H_init on its own.
+    ``(None, [])`` when the predictor takes no ``hinit`` or declares no ``xc``:
+    it then builds what it needs itself.
     """
     import inspect
-
-    from pyscf.dft import rks
-    from pyscf.scf import rohf, uhf
-
-    from .hinit import protocol_ks
     try:
         if "hinit" not in inspect.signature(model.predict_fock).parameters:
             return None, []
     except (TypeError, ValueError):
         return None, []
     xc = getattr(model, "xc", None)
-    if xc is None or getattr(mf, "with_df", None) is not None:
+    if xc is None:
         return None, []
-    ref = protocol_ks(mol, xc=xc)
-    ref.max_memory = mf.max_memory
-    ref.verbose = mf.verbose
-    ref.stdout = mf.stdout
-    t0 = (logger.process_clock(), logger.perf_counter())
-    shared = []
-    grid_keys = ("level", "prune", "atom_grid", "radi_method", "becke_scheme",
-                 "radii_adjust")
-    if (isinstance(mf, rks.KohnShamDFT) and not isinstance(mf, (uhf.UHF, rohf.ROHF))
-            and all(getattr(mf.grids, k) == getattr(ref.grids, k) for k in grid_keys)):
-        ref.grids = mf.grids
-        shared.append("grids")
-    if mf._eri is not None:
-        ref._eri = mf._eri
-    fock = ref.get_fock(dm=ref.init_guess_by_minao(mol))
-    if mf._eri is None and ref._eri is not None and (mol.incore_anyway or mf._is_mem_enough()):
-        mf._eri = ref._eri
-    if mf._eri is not None and mf._eri is ref._eri:
-        shared.append("integrals")
-    if "grids" in shared:
-        mf.grids = ref.grids  # pruning may hand back a new object
-    logger.timer(mf, f"qhflow H_init (minao Fock in {xc}; shared with the SCF: "
-                     f"{', '.join(shared) or 'nothing'})", *t0)
-    return 0.5 * (fock + fock.T), shared
+    return hinit_beside(mf, mol, xc)
 
 
 def _dm_ndim(mf) -> int:
@@ -250,17 +244,26 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     name = _model_name(model)
     # a model trained in another basis predicts in its own basis; the density is projected
     mol_model = _model_basis_mol(model, mol)
+    target = mol if mol_model is None else mol_model
     try:
-        _check_supported(model, mol if mol_model is None else mol_model)
+        layout = prepare(model, target)
         t0 = time.perf_counter()
-        hinit, hinit_shared = _hinit_beside(mf, mol, model) if mol_model is None else (None, [])
-        target = mol if mol_model is None else mol_model
-        fock = (model.predict_fock(target) if hinit is None
-                else model.predict_fock(target, hinit=hinit))
+        hinit, hinit_shared = (_hinit_for_guess(mf, mol, model) if mol_model is None
+                               else (None, []))
+        if layout is not None:
+            prediction = model.predict(target, hinit=hinit, layout=layout)
+            fock, guard = prediction.fock, prediction.guard
+        else:
+            fock = (model.predict_fock(target) if hinit is None
+                    else model.predict_fock(target, hinit=hinit))
+            guard = None
         fock = _checked_fock(fock, target)
         inference_s = time.perf_counter() - t0
     except UnsupportedMoleculeError as err:
-        return _fallback(mf, mol, f"model {name}: {err}")
+        reason = str(err)
+        if not reason.startswith(f"model {name}"):
+            reason = f"model {name}: {reason}"
+        return _fallback(mf, mol, reason)
     _log_protocol_differences(mf, model, mol_model)
 
     if mol_model is None:
@@ -270,10 +273,9 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     if abs(nelec_guess - mol.nelectron) > 1e-6:
         return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
                                   f"electrons, the molecule {mol.nelectron}")
-    guard = getattr(model, "last_guard", None)
     mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
                       "hinit_shared_with_scf": hinit_shared,
-                      "gap_guard": guard[0] if guard else None,
+                      "gap_guard": guard,
                       "nelec": nelec_guess,
                       "projected_from": None if mol_model is None else mol_model.basis}
     logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",
@@ -305,7 +307,7 @@ def _get_init_guess(self, mol=None, key="minao", **kwargs):
 
 _get_init_guess.__doc__ = (_ORIGINAL_GET_INIT_GUESS.__doc__ or "") + (
     "\n\npyscf_qhflow: key='qhflow' builds the guess from the predicted Fock matrix "
-    "(see pyscf_qhflow.scf_guess.init_guess_by_qhflow).")
+    "(see pyscf_qhflow.guess.hook.init_guess_by_qhflow).")
 
 
 def register() -> None:

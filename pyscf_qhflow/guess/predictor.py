@@ -1,0 +1,241 @@
+"""The predictor: a network and its inference options -> predicted Fock matrices.
+
+:class:`Predictor` wraps a :class:`~pyscf_qhflow.model.QHFlowModel` (the
+network and its flow sampler) with the options that act at inference only:
+the number of flow steps K, the overlap damping tau and the gap guard.
+:meth:`Predictor.predict_batch` (and :meth:`Predictor.predict` for one
+molecule) runs
+
+1. check the input and that the model serves the molecule, and build its AO
+   layout (:meth:`Predictor.prepare`: :func:`~pyscf_qhflow.errors.check_input`,
+   basis and element checks, :class:`~pyscf_qhflow.aolayout.MolLayout`),
+   once per molecule; a caller that already prepared passes ``layout=``;
+2. H_init = MinAO-density Fock matrix in the model's functional
+   (:func:`pyscf_qhflow.hinit.minao_fock`, unless the caller passes ``hinit=``,
+   e.g. built beside the SCF with :func:`pyscf_qhflow.hinit.hinit_beside`) and
+   the overlap S;
+3. batch: records -> padded e3nn-order blocks (:func:`pyscf_qhflow.batching.make_batch`),
+   in the model's dtype and device;
+4. flow sampling under ``torch.no_grad`` (K Euler steps, :mod:`pyscf_qhflow.flow`)
+   -> residual blocks F* - H_init;
+5. blocks -> dense residual in PySCF order (:func:`~pyscf_qhflow.batching.unbatch_fock`):
+   the raw residual of the :class:`Prediction`;
+6. post-processing: damp the residual along near-null directions of S
+   (``W R W``, :mod:`~pyscf_qhflow.guess.overlap_damping`), raising tau for
+   this molecule while its predicted HOMO-LUMO gap is implausibly small
+   (:mod:`~pyscf_qhflow.guess.gap_guard`); F = H_init + damped residual,
+   symmetrised, float64 (Hartree).
+
+Each call returns :class:`Prediction` objects (Fock matrix, raw residual,
+H_init, S, gap-guard report, timings): nothing is kept on the predictor
+between calls.  ``predict_fock(mol, hinit=None)`` returns only the matrix: it
+is the *predictor protocol* the SCF hook accepts from any object.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pyscf import gto
+from pyscf.lib import logger
+
+from .. import hinit as hinit_builder
+from .. import keys
+from ..aolayout import MolLayout
+from ..batching import make_batch, unbatch_fock
+from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
+from .gap_guard import guarded_fock, neutral_nocc
+
+__all__ = ["Prediction", "Predictor"]
+
+
+@dataclass
+class Prediction:
+    """One molecule's prediction; every matrix (nao, nao) float64, PySCF AO order, Hartree."""
+
+    fock: np.ndarray  # H_init + post-processed residual, symmetric
+    residual: np.ndarray  # raw network residual F* - H_init, before damping
+    hinit: np.ndarray  # H_init the residual was added to
+    overlap: np.ndarray  # S
+    guard: dict  # gap-guard report (tau used, gaps, whether tau was raised)
+    timings: dict = field(default_factory=dict)  # seconds per step, shared by one batch
+
+
+class Predictor:
+    """A network with its inference options; serves the ``'qhflow'`` guess.
+
+    Args:
+        model: a :class:`~pyscf_qhflow.model.QHFlowModel` (weights loaded).
+        num_steps: flow Euler steps K (0 = plain regression); default: the model's config.
+        overlap_damping: tau of the residual's damping ``W R W`` (0 = off);
+            default: the value stored with the weights.
+        min_gap_ratio: gap-guard threshold (0 = off); default: stored with the weights.
+
+    The options are fixed at construction: build another ``Predictor`` on the
+    same model to compare settings (the network is shared, not copied).
+    """
+
+    def __init__(self, model, num_steps: int | None = None,
+                 overlap_damping: float | None = None, min_gap_ratio: float | None = None):
+        cfg = model.config
+        self.model = model
+        self.num_steps = int(cfg.flow.num_steps if num_steps is None else num_steps)
+        self.overlap_damping = float(cfg.overlap_damping if overlap_damping is None
+                                     else overlap_damping)
+        self.min_gap_ratio = float(cfg.min_gap_ratio if min_gap_ratio is None
+                                   else min_gap_ratio)
+        if self.num_steps < 0:
+            raise ValueError(f"num_steps must be >= 0, got {self.num_steps}")
+        if not self.overlap_damping >= 0:
+            raise ValueError(f"overlap_damping must be >= 0, got {self.overlap_damping}")
+        if not 0 <= self.min_gap_ratio < 1:
+            raise ValueError(f"min_gap_ratio must be in [0, 1), got {self.min_gap_ratio}")
+
+    # ------------------------------------------------------------ protocol
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def xc(self) -> str:
+        return self.model.xc
+
+    @property
+    def basis(self) -> str:
+        return self.model.basis
+
+    @property
+    def card(self) -> dict:
+        return dict(getattr(self.model, "card", {}))
+
+    def __repr__(self) -> str:
+        return (f"Predictor(model={self.name!r}, num_steps={self.num_steps}, "
+                f"overlap_damping={self.overlap_damping:g}, "
+                f"min_gap_ratio={self.min_gap_ratio:g})")
+
+    # ------------------------------------------------------------ support
+    def prepare(self, mol: gto.Mole) -> MolLayout:
+        """Check that ``mol`` can be served and return its AO layout (step 1).
+
+        Raises ``ValueError`` for bad geometry and
+        :class:`~pyscf_qhflow.errors.UnsupportedMoleculeError` (naming the
+        model) for what the model cannot serve: elements, Cartesian basis,
+        ECP, ghost atoms, another basis set.
+        """
+        check_input(mol)
+        try:
+            layout = MolLayout.from_mol(mol, self.model.basis_layout)
+        except UnsupportedMoleculeError as err:
+            raise UnsupportedMoleculeError(f"model {self.name}: {err}") from None
+        ref = mol.copy()
+        ref.basis = self.basis
+        ref.build(False, False)
+        if ref._basis != mol._basis:
+            raise UnsupportedMoleculeError(
+                f"model {self.name}: mol.basis differs from the model's basis "
+                f"{self.basis!r} (same shells, different functions)")
+        return layout
+
+    def supports(self, mol: gto.Mole) -> tuple[bool, str]:
+        """``(True, note)`` or ``(False, reason)``: can this predictor serve ``mol``?
+
+        Charged or open-shell molecules are served (the prediction is the
+        spatial Fock matrix of a closed-shell-trained model) with a note.
+        """
+        try:
+            self.prepare(mol)
+        except UnsupportedMoleculeError as err:
+            return False, str(err)
+        if mol.charge != 0 or mol.spin != 0:
+            return True, (f"note: trained on neutral closed-shell molecules; this one has "
+                          f"charge {mol.charge}, 2S = {mol.spin}")
+        return True, ""
+
+    # ------------------------------------------------------------ prediction
+    def predict_fock(self, mol: gto.Mole, hinit: np.ndarray | None = None) -> np.ndarray:
+        """Predicted Fock matrix (nao, nao), PySCF AO order, Hartree, float64."""
+        return self.predict(mol, hinit=hinit).fock
+
+    def predict(self, mol: gto.Mole, hinit: np.ndarray | None = None,
+                layout: MolLayout | None = None) -> Prediction:
+        """:meth:`predict_batch` for one molecule."""
+        return self.predict_batch([mol], hinits=None if hinit is None else [hinit],
+                                  layouts=None if layout is None else [layout])[0]
+
+    def predict_batch(self, mols: list[gto.Mole], hinits: list[np.ndarray] | None = None,
+                      layouts: list[MolLayout] | None = None) -> list[Prediction]:
+        """Predictions for several molecules, run as one network batch (steps in the module docstring).
+
+        ``hinits``: H_init per molecule in the model's protocol, when the caller
+        has built it; ``layouts``: from :meth:`prepare`, when the caller checked.
+        """
+        model = self.model
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - clock
+            clock = now
+
+        # 1. input, support and AO layout
+        if layouts is None:
+            layouts = [self.prepare(mol) for mol in mols]
+        lap("layout")
+        # 2. H_init and S
+        if hinits is None:
+            hinits = [hinit_builder.minao_fock(mol, xc=self.xc) for mol in mols]
+        hs = [np.asarray(h, dtype=np.float64) for h in hinits]
+        overlaps = [hinit_builder.overlap(mol) for mol in mols]
+        lap("hinit")
+        # 3. batch of padded blocks
+        records = [{keys.Z: lay.atomic_numbers, keys.POS: mol.atom_coords(unit="Angstrom"),
+                    keys.HINIT: h, keys.OVERLAP: s}
+                   for mol, lay, h, s in zip(mols, layouts, hs, overlaps)]
+        batch, info = make_batch(records, model.basis_layout, model.cutoff, model.pair_cutoff,
+                                 dtype=model.dtype, device=model.device)
+        lap("batch")
+        # 4. flow sampling -> residual blocks
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                res_on, res_off = model.sample(batch, num_steps=self.num_steps)  # [N,P,P], [K,P,P]
+        finally:
+            model.train(was_training)
+        lap("network")
+        # 5.-6. raw dense residual in PySCF order; damped, guarded, F = H_init + residual
+        residuals = unbatch_fock(res_on, res_off, info)
+        predictions = []
+        for mol, h, s, r in zip(mols, hs, overlaps, residuals):
+            r = np.asarray(r, dtype=np.float64)
+            f, report = guarded_fock(h, r, s, neutral_nocc(mol), self.overlap_damping,
+                                     self.min_gap_ratio)
+            _log_guard(mol, report)
+            fock = np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64)
+            predictions.append(Prediction(fock, r, h, s, report, timings))
+        lap("assemble")
+        logger.debug(mols[0], "qhflow predict (%d molecules, model %s): %s", len(mols),
+                     self.name, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
+        return predictions
+
+
+def _log_guard(mol: gto.Mole, report: dict) -> None:
+    """Say when the gap guard had to raise tau, and loudly when it removed the residual."""
+    if not report["raised"]:
+        return
+    gaps = f"H_init gap {report['gap_hinit'] * 1e3:.1f} mHa"
+    if np.isinf(report["tau"]):
+        msg = (f"qhflow gap guard: no overlap damping up to tau = {report['taus_tried'][-1]:g} "
+               f"gives a plausible HOMO-LUMO gap ({gaps}); the guess is H_init alone "
+               "(MinAO-density Fock)")
+        warnings.warn(msg, QHFlowGuessWarning, stacklevel=4)
+        logger.warn(mol, msg)
+    else:
+        logger.info(mol, "qhflow gap guard: predicted gap too small at tau = %g; tau raised "
+                    "to %g (gap %.1f mHa, %s)", report["taus_tried"][0], report["tau"],
+                    report["gap"] * 1e3, gaps)
