@@ -1,22 +1,19 @@
 """Why a qhflow guess is poor on one molecule: its orbital spectrum and energy.
 
 For an .xyz file, prints for H_init and for the model's prediction at several
-overlap-damping values tau (``pyscf_qhflow.overlap_damping``):
+overlap-damping values tau (``pyscf_qhflow.guess.overlap_damping``):
 
 * the lowest orbital energies of ``F C = S C e`` (Hartree): a spurious deep
   level, or a level missing from the core, shows here;
 * HOMO, LUMO and gap (Hartree): a near-zero gap means aufbau is filling a
   misplaced level (the first qhflow row is the model as shipped, with the
-  gap guard of ``pyscf_qhflow.gap_guard``; the others are without it);
+  gap guard of ``pyscf_qhflow.guess.gap_guard``; the others are without it);
 * with ``--energy``, the B3LYP energy of the aufbau density (Hartree, one
   Fock build each): an idempotent density's energy lies above the SCF
   minimum, and the closer the better.
 
     python benchmarks/guess_diagnostics.py benchmarks/molecules/druglike/fluoxetine.xyz \\
         --taus 0 0.01 0.03 0.1 --energy
-
-``--residual-range R_ON R_OFF`` (Angstrom) adds the same predictions with the
-residual's distance switch (``pyscf_qhflow.residual_range``).
 """
 from __future__ import annotations
 
@@ -26,7 +23,8 @@ import time
 import numpy as np
 import scipy.linalg
 
-from pyscf_qhflow import load_model
+from pyscf_qhflow import Predictor, load_model
+from pyscf_qhflow.guess.overlap_damping import damp_residual
 from pyscf_qhflow.scfrun import load_molecule, make_scf
 
 
@@ -36,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default")
     p.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.01, 0.03, 0.1])
     p.add_argument("--lowest", type=int, default=8, help="how many lowest levels to print")
-    p.add_argument("--residual-range", type=float, nargs=2, default=None,
-                   metavar=("R_ON", "R_OFF"), help="also each tau with this distance switch")
     p.add_argument("--energy", action="store_true",
                    help="also the KS energy of each aufbau density (one Fock build each)")
     args = p.parse_args(argv)
@@ -52,16 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.xyz}: {mol.natm} atoms, {mol.nao} AOs, {nocc} occupied; smallest overlap "
           f"eigenvalues {np.array2string(np.linalg.eigvalsh(overlap)[:3], precision=6)}")
     focks = {"H_init": hinit}
-    guarded = model.predict_fock(mol, hinit=hinit)  # the shipped settings, gap guard included
-    focks[f"qhflow as shipped (gap guard: tau {model.last_guard[0]['tau']:g})"] = guarded
-    model.set_min_gap_ratio(0.0)  # each row below at exactly its tau
-    ranges = [None] if args.residual_range is None else [None, tuple(args.residual_range)]
-    for rng in ranges:
-        model.set_residual_range(rng)
-        for tau in args.taus:
-            model.set_overlap_damping(tau)
-            label = "" if rng is None else f", range {rng[0]:g}-{rng[1]:g} Å"
-            focks[f"qhflow tau={tau:g}{label}"] = model.predict_fock(mol, hinit=hinit)
+    shipped = Predictor(model).predict(mol, hinit=hinit)  # gap guard included
+    focks[f"qhflow as shipped (gap guard: tau {shipped.guard['tau']:g})"] = shipped.fock
+    raw = Predictor(model, overlap_damping=0.0, min_gap_ratio=0.0).predict(mol, hinit=hinit)
+    for tau in args.taus:  # each row at exactly its tau, on the same raw residual
+        focks[f"qhflow tau={tau:g}"] = hinit + damp_residual(raw.residual, overlap, tau)
     print("| Fock | lowest levels (Ha) | HOMO | LUMO | gap | E(aufbau density) (Ha) |")
     print("|---|---|---|---|---|---|")
     for name, fock in focks.items():

@@ -19,7 +19,7 @@ from .errors import QHFlowGuessWarning, UnsupportedMoleculeError
 from .guess.hook import init_guess_by_qhflow, predict_fock, register
 from .oneshot import OneShotResult, oneshot
 
-__version__ = "0.2.0"
+from .version import __version__
 
 __all__ = ["config", "predict_fock", "set_default_model", "load_model", "QHFlowModel",
            "Predictor", "Prediction", "init_guess_by_qhflow", "UnsupportedMoleculeError",

@@ -48,7 +48,7 @@ def tensor_digest(state_dict: dict) -> str:
 
 
 def _code_version() -> str:
-    from . import __version__
+    from .version import __version__
     return f"pyscf_qhflow {__version__}, torch {torch.__version__}"
 
 

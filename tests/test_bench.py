@@ -74,6 +74,43 @@ def test_bench_accuracy_end_to_end(tiny_checkpoint, tmp_path):
     assert "| hinit | 2 |" in (out / "accuracy_summary.md").read_text()
 
 
+def test_tune_damping_and_gap_guard_end_to_end(tiny_checkpoint, tmp_path, capsys):
+    """qhflow tune scores every tau on one raw residual and writes the choice beside the
+    weights (tensors unchanged); the gap tuner reports label and prediction ratios."""
+    import shutil
+
+    from pyscf_qhflow.checkpoint import read_checkpoint
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    labels = [{**label_molecule(EXAMPLES / f"{n}.xyz", grid_level=1, with_hinit=True),
+               "qm9_index": -1} for n in ("water", "methane")]
+    write_shard(shards / "qm9_b3lyp_def2svp_000.h5", labels, shard_attrs(grid_level=1))
+    ckpt = tmp_path / "tiny.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    before = read_checkpoint(ckpt)
+    out = tmp_path / "damping"
+    assert main(["tune", "damping", "--shards", str(shards), "--split", "all",
+                 "--taus", "0", "0.01", "0.1", "--model", str(ckpt), "--out", str(out),
+                 "--write", str(ckpt)]) == 0
+    rows = list(csv.DictReader((out / "damping.csv").open()))
+    assert len(rows) == 2 * 4  # three taus and the H_init row per molecule
+    by_tau = {}
+    for r in rows:
+        by_tau.setdefault(r["tau"], []).append(float(r["density_err"]))
+    best = min((t for t in by_tau if t != "hinit"), key=lambda t: np.mean(by_tau[t]))
+    after = read_checkpoint(ckpt)
+    assert after["config"]["overlap_damping"] == float(best)
+    assert after["card"]["sha256"] == before["card"]["sha256"]
+    out = tmp_path / "gap"
+    assert main(["tune", "gap-guard", "--shards", str(shards), "--splits", "train", "val",
+                 "test", "--xyz", str(EXAMPLES / "ethanol.xyz"), "--model", str(ckpt),
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "gap_guard.csv").open()))
+    assert [r["molecule"] for r in rows][-1] == "ethanol" and rows[-1]["ratio_label"] == ""
+    assert all(float(r["gap_hinit_mha"]) > 0 for r in rows)
+    assert "Molecules without labels" in (out / "gap_guard.md").read_text()
+
+
 def test_fock_metrics_of_the_reference_are_zero(water):
     from pyscf import scf
 

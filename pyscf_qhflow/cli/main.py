@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "label": "label molecules with PySCF (Fock matrices in the shared HDF5 format)",
     "train": "train a QHFlow model on labelled shards",
     "bench": "benchmarks: SCF cycles per guess, Hamiltonian accuracy",
+    "tune": "choose the inference options of a set of weights on labelled molecules",
 }
 
 

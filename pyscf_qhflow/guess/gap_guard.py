@@ -9,7 +9,7 @@ and the SCF took twice MinAO's cycles.  At ``tau = 0.03`` the gap is 185 mHa,
 and the SCF beats MinAO.
 
 The rule uses only what is known before the SCF.  On 148 QM9 molecules
-(``benchmarks/tune_gap_guard.py``) the converged B3LYP gap is never below
+(``qhflow tune gap-guard``) the converged B3LYP gap is never below
 0.88 times H_init's gap, and the prediction's never below 0.88 either.  A
 predicted gap below ``min_gap_ratio`` (default 0.5) times H_init's gap is
 therefore a misplaced level, not chemistry.
