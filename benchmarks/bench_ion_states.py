@@ -24,7 +24,9 @@ from pathlib import Path
 from pyscf import gto
 
 from pyscf_qhflow.benchmark import csv_appender, read_rows
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.data.shardfile import find_shards
+from pyscf_qhflow.data.splits import split_indices
 from pyscf_qhflow.scfrun import make_scf, run_scf
 
 FIELDS = ["molecule", "natm", "charge", "guess", "cycles", "e_scf", "stable", "follow_steps",

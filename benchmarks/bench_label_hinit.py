@@ -6,8 +6,8 @@ thread each:
 * ``label``: :func:`~pyscf_qhflow.data.label.label_molecule` without H_init,
 * ``label+hinit``: the same with ``with_hinit=True`` (one more Fock build on
   the SCF's grids; what ``qhflow label`` now does by default),
-* ``minao_fock``: :func:`~pyscf_qhflow.hinit.minao_fock` alone, i.e. what the
-  separate ``python -m pyscf_qhflow.data.shards --precompute`` pass pays per
+* ``minao_fock``: :func:`~pyscf_qhflow.hinit.minao_fock` alone, i.e. what a
+  separate :func:`~pyscf_qhflow.data.hinit_cache.precompute_hinit` pass pays per
   molecule (a fresh grid plus one Fock build),
 
 and the largest difference between the two H_init matrices (Hartree).
@@ -23,7 +23,7 @@ import numpy as np
 from pyscf import gto, lib
 
 from pyscf_qhflow.data.label import label_molecule
-from pyscf_qhflow.data.shards import ShardDataset
+from pyscf_qhflow.data.dataset import ShardDataset
 from pyscf_qhflow.hinit import minao_fock
 
 

@@ -172,7 +172,7 @@ def overfit(data: str, steps: int, n_mol: int = 20, preset: str = "small",
     question "can the network express the target?" does not depend on where
     the optimiser starts, only how long it takes.
     """
-    from pyscf_qhflow.data.shards import ShardDataset
+    from pyscf_qhflow.data.dataset import ShardDataset
     from pyscf_qhflow.train.loop import fit
 
     ds = ShardDataset(data, with_hinit=True, with_overlap=True)

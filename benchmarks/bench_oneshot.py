@@ -28,7 +28,9 @@ from pyscf import gto
 
 from pyscf_qhflow.benchmark import csv_appender, read_rows
 from pyscf_qhflow.checkpoint import load_model
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.data.shardfile import find_shards
+from pyscf_qhflow.data.splits import split_indices
 from pyscf_qhflow.oneshot import oneshot
 from pyscf_qhflow.scfrun import make_scf
 from pyscf_qhflow.units import BOHR_TO_ANGSTROM, HARTREE_TO_MEV as HARTREE_MEV

@@ -21,7 +21,9 @@ import torch
 
 def main(argv=None) -> None:
     from pyscf_qhflow.checkpoint import load_model
-    from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
+    from pyscf_qhflow.data.dataset import ShardDataset
+    from pyscf_qhflow.data.shardfile import find_shards
+    from pyscf_qhflow.data.splits import split_indices
     from pyscf_qhflow.train.loop import BlockCache, evaluate, evaluate_density_error
     from pyscf_qhflow.train.loss import linear_density_error
 

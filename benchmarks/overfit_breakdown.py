@@ -24,8 +24,9 @@ import torch
 from pyscf_qhflow import keys
 from pyscf_qhflow.batching import block_masks, collate
 from pyscf_qhflow.checkpoint import load_model
-from pyscf_qhflow.data.shards import ShardDataset
-from pyscf_qhflow.train.loop import HARTREE_TO_UHA, BlockCache
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.train.loop import BlockCache
+from pyscf_qhflow.units import HARTREE_TO_UHA
 
 DISTANCE_EDGES_ANGSTROM = (0.0, 1.6, 3.0, 5.0, 8.0, np.inf)
 

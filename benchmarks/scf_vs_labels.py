@@ -81,7 +81,9 @@ def main(argv=None) -> None:
     from tqdm.auto import tqdm
 
     from pyscf_qhflow.benchmark import csv_appender, read_rows
-    from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
+    from pyscf_qhflow.data.dataset import ShardDataset
+    from pyscf_qhflow.data.shardfile import find_shards
+    from pyscf_qhflow.data.splits import split_indices
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", nargs="+", required=True)

@@ -22,7 +22,8 @@ import time
 from pyscf import gto
 
 import pyscf_qhflow  # noqa: F401  (registers the 'qhflow' guess)
-from pyscf_qhflow.data.shards import ShardDataset, find_shards
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.data.shardfile import find_shards
 from pyscf_qhflow.scfrun import make_scf
 
 

@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 
 from pyscf_qhflow.benchmark import SCF_FIELDS, bench_scf_molecule, csv_appender, read_rows
 from pyscf_qhflow.checkpoint import load_model
-from pyscf_qhflow.data.shards import ShardDataset, find_shards, split_indices
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.data.shardfile import find_shards
+from pyscf_qhflow.data.splits import split_indices
 
 SETTINGS = {  # slug -> (title, xc, basis, charge); odd electron counts run as UKS doublets
     "b3lyp": ("B3LYP/def2-SVP (training setting, control)", "b3lyp", "def2-svp", 0),

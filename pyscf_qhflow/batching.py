@@ -83,7 +83,7 @@ def prepare_record(record: dict, basis_layout: BasisLayout, cutoff: float,
     ``record`` needs ``Z``, ``pos`` (Angstrom), ``hinit`` and ``overlap``
     (dense, PySCF order); ``fock`` is optional (training targets).
     """
-    for key in (keys.Z, keys.POS, "hinit", "overlap"):
+    for key in (keys.Z, keys.POS, keys.HINIT, keys.OVERLAP):
         if key not in record:
             raise KeyError(f"record has no {key!r} (has {sorted(record)})")
     z = np.asarray(record[keys.Z], dtype=np.int64)
@@ -93,12 +93,13 @@ def prepare_record(record: dict, basis_layout: BasisLayout, cutoff: float,
     layout = MolLayout.from_atomic_numbers(z, basis_layout)
     edges = _local_pairs(pos, cutoff)
     pairs = _local_pairs(pos, pair_cutoff)
-    h_on, h_off = split_blocks(np.asarray(record["hinit"], dtype=np.float64), layout, pairs)
-    s_on, _ = split_blocks(np.asarray(record["overlap"], dtype=np.float64), layout,
+    h_on, h_off = split_blocks(np.asarray(record[keys.HINIT], dtype=np.float64), layout, pairs)
+    s_on, _ = split_blocks(np.asarray(record[keys.OVERLAP], dtype=np.float64), layout,
                            pairs[:, :0])
     f_on = f_off = None
-    if record.get("fock") is not None:
-        f_on, f_off = split_blocks(np.asarray(record["fock"], dtype=np.float64), layout, pairs)
+    if record.get(keys.FOCK) is not None:
+        f_on, f_off = split_blocks(np.asarray(record[keys.FOCK], dtype=np.float64), layout,
+                                   pairs)
     return MolBlocks(layout, pos, edges, pairs, h_on, h_off, s_on, f_on, f_off)
 
 

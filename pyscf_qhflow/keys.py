@@ -5,7 +5,7 @@ otherwise; positions enter the network in Angstrom (``pos``) because its
 cutoffs are quoted in Angstrom.  Matrices are in PySCF AO order when dense
 and in padded e3nn order when cut into blocks (see :mod:`pyscf_qhflow.blocks`).
 
-Per-molecule record (what :mod:`pyscf_qhflow.data.shards` yields):
+Per-molecule record (what :class:`pyscf_qhflow.data.dataset.ShardDataset` yields):
 
 =================  ==================  =========  =========================================
 key                shape               dtype      meaning

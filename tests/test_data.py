@@ -14,10 +14,11 @@ import pytest
 from pyscf import dft, gto, scf
 
 from pyscf_qhflow import hinit
-from pyscf_qhflow.data import shards
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.data.hinit_cache import precompute_hinit
 from pyscf_qhflow.data.label import shard_attrs, write_shard
-from pyscf_qhflow.data.shards import (ShardDataset, find_shards, precompute_hinit,
-                                      split_by_qm9_index, split_indices)
+from pyscf_qhflow.data.shardfile import find_shards
+from pyscf_qhflow.data.splits import split_by_qm9_index, split_indices
 
 GEOMS = {  # Angstrom
     "water": [(8, (0.0, 0.0, 0.1173)), (1, (0.0, 0.7572, -0.4692)),
@@ -36,7 +37,7 @@ def _records(names, basis="def2-svp", converged=None, shift=0.0):
     out = []
     for k, name in enumerate(names):
         mol = _mol(name, basis)
-        out.append({"Z": mol.atom_charges(), "R": mol.atom_coords(unit="Angstrom") + shift,
+        out.append({"Z": mol.atom_charges(), "pos": mol.atom_coords(unit="Angstrom") + shift,
                     "fock": mol.intor("int1e_kin") + mol.intor("int1e_nuc"),
                     "energy": -1.5 * (k + 1), "cycles": 10 + k,
                     "converged": True if converged is None else converged[k],
@@ -168,9 +169,6 @@ def test_hinit_cache_survives_killed_commit(shard_dir, tmp_path, monkeypatch):
     assert ds.hinit_cache(0).cached() == {0, 1} and ds.hinit_cache(1).cached() == {0}
     assert not list(cache.glob("*.tmp*"))
     assert precompute_hinit(ds, progress=False) == 0
-    # the module entry point used for background precomputation: nothing left to do
-    assert shards.main(["--precompute", str(shard_dir), "--cache-dir", str(cache),
-                        "--grid-level", str(GRID), "--no-progress"]) == 0
 
     # a corrupt side file (e.g. truncated by a full disk) is rebuilt, not fatal
     ds.close()

@@ -15,7 +15,8 @@ from conftest import EXAMPLES
 from pyscf_qhflow.cli.main import main
 from pyscf_qhflow.data import label
 from pyscf_qhflow.data.label import MoleculeSpec, label_to_shards
-from pyscf_qhflow.data.shards import ShardDataset, find_shards
+from pyscf_qhflow.data.dataset import ShardDataset
+from pyscf_qhflow.data.shardfile import find_shards
 
 NH3_XYZ = """4
 ammonia
@@ -181,7 +182,7 @@ def test_held_out_qm9_names_skipped(tmp_path):
 def test_labelling_fills_the_hinit_cache(tmp_path):
     """H_init built on the labeller's grids equals a fresh minao_fock, and training
     then finds every entry cached (no --precompute pass)."""
-    from pyscf_qhflow.data.shards import precompute_hinit
+    from pyscf_qhflow.data.hinit_cache import precompute_hinit
     from pyscf_qhflow.hinit import minao_fock
 
     out, cache = tmp_path / "labels", tmp_path / "cache"

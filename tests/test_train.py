@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ from pyscf import gto, scf
 from pyscf_qhflow import hinit, keys
 from pyscf_qhflow.batching import make_batch
 from pyscf_qhflow.model import ModelConfig, Protocol, QHFlowModel
-from pyscf_qhflow.train import loop
 from pyscf_qhflow.train.loop import EMA, TrainConfig, fit, lr_factor
 from pyscf_qhflow.train.loss import (density_response_data, hamiltonian_loss,
                                      linear_density_error, lowdin_orthogonalizer,
@@ -108,7 +108,7 @@ def test_ema_tracks_weights():
 @pytest.mark.parametrize("tau", [0.0, 0.01])
 def test_linear_density_error_is_the_first_order_guess_density_error(records, tau):
     from pyscf_qhflow.benchmark import fock_metrics
-    from pyscf_qhflow.overlap_damping import damp_residual
+    from pyscf_qhflow.guess.overlap_damping import damp_residual
 
     rec = records[1]  # methane: triply degenerate occupied levels
     fock, h0, s = rec["fock"], rec["hinit"], rec["overlap"]
@@ -133,7 +133,7 @@ def test_linear_density_error_is_the_first_order_guess_density_error(records, ta
 
 
 def _damping(s, tau):
-    from pyscf_qhflow.overlap_damping import overlap_damping_matrix
+    from pyscf_qhflow.guess.overlap_damping import overlap_damping_matrix
     return overlap_damping_matrix(s, tau) if tau > 0 else np.eye(len(s))
 
 
@@ -166,7 +166,7 @@ def test_fifty_steps_lower_the_loss_and_write_outputs(records, tmp_path):
 
 def test_density_loss_and_density_validation(records, tmp_path):
     model = tiny_model()
-    model.set_overlap_damping(0.01)
+    model.config = dataclasses.replace(model.config, overlap_damping=0.01)
     summary = fit(model, records, records, tmp_path,
                   _cfg(steps=30, density_weight=0.01, val_metric="density", val_every=10),
                   val_indices=[0, 1])
@@ -212,11 +212,13 @@ def test_single_process_never_touches_torch_distributed(records, tmp_path, monke
     monkeypatch.setattr(dist, "broadcast", forbidden)
     monkeypatch.setenv("WORLD_SIZE", "1")
     fit(tiny_model(), records, None, tmp_path, _cfg(steps=2, eig_weight=0.1))
+    assert (tmp_path / "best.pt").is_file()
+    # under torchrun's environment the process group is initialised, before any file
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
-    assert loop._dist_env() == (True, 2, 4)
-    order = loop._epoch_order(12, 0, 0, True, 2, 4)  # this rank's DistributedSampler share
-    assert len(order) == 3
+    with pytest.raises(AssertionError, match="torch.distributed used"):
+        fit(tiny_model(), records, None, tmp_path / "ddp", _cfg(steps=2))
+    assert not (tmp_path / "ddp").exists()
 
 
 def test_cli_train_end_to_end(records, tmp_path, monkeypatch):
@@ -226,7 +228,7 @@ def test_cli_train_end_to_end(records, tmp_path, monkeypatch):
     from pyscf_qhflow.cli.main import main
     from pyscf_qhflow.data.label import shard_attrs, write_shard
 
-    shard = [{"Z": r["Z"], "R": r["pos"], "fock": r["fock"], "energy": 0.0, "cycles": 1,
+    shard = [{"Z": r["Z"], "pos": r["pos"], "fock": r["fock"], "energy": 0.0, "cycles": 1,
               "converged": True, "qm9_index": q} for q, r in zip((1001, 1002, 1028), records)]
     # split_by_qm9_index (seed 0) puts 1001 and 1002 in train, 1028 in validation
     write_shard(tmp_path / "data" / "qm9_b3lyp_def2svp_000.h5", shard,
@@ -255,7 +257,7 @@ def test_cli_train_init_from_starts_at_the_checkpoint_weights(records, tmp_path)
     from pyscf_qhflow.cli.main import main
     from pyscf_qhflow.data.label import shard_attrs, write_shard
 
-    shard = [{"Z": r["Z"], "R": r["pos"], "fock": r["fock"], "energy": 0.0, "cycles": 1,
+    shard = [{"Z": r["Z"], "pos": r["pos"], "fock": r["fock"], "energy": 0.0, "cycles": 1,
               "converged": True, "qm9_index": q} for q, r in zip((1001, 1002, 1028), records)]
     write_shard(tmp_path / "data" / "qm9_b3lyp_def2svp_000.h5", shard,
                 shard_attrs(xc="hf", basis="def2-svp"))

@@ -68,7 +68,9 @@ def _xyz_molecules(inputs, basis, charge: int = 0, spin: int | None = None):
 
 
 def _shard_records(args, with_hinit: bool = False):
-    from ..data.shards import ShardDataset, find_shards, split_indices
+    from ..data.dataset import ShardDataset
+    from ..data.shardfile import find_shards
+    from ..data.splits import split_indices
     ds = ShardDataset(find_shards(args.shards), with_hinit=with_hinit)
     return ds, split_indices(ds, args.split, args.limit)
 

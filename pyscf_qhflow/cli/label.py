@@ -71,7 +71,7 @@ def _labelled_qm9(sources: list[str]) -> set[int]:
     """QM9 indices present in the shards of ``sources``."""
     import h5py
 
-    from ..data.shards import find_shards
+    from ..data.shardfile import find_shards
     found: set[int] = set()
     for source in sources:
         for path in find_shards(source):

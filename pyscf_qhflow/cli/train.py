@@ -71,7 +71,8 @@ def _model_config(spec: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.shards import ShardDataset, split_by_qm9_index
+    from ..data.dataset import ShardDataset
+    from ..data.splits import split_by_qm9_index
     from ..model import QHFlowModel
     from ..train.loop import TrainConfig, fit
 

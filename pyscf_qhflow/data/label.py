@@ -8,8 +8,8 @@ Protocol (the QH9 one, as the shared shards): :func:`pyscf_qhflow.hinit.protocol
 
 :func:`label_to_shards` is the resumable driver behind ``qhflow label``: the
 molecule list is cut into shards of ``shard_size`` in a fixed order; a shard
-file appears atomically (temporary file + ``os.replace``) only when all its
-molecules are done, so a killed run restarts at the first missing shard.
+file appears atomically (:func:`pyscf_qhflow.fileio.atomic_path`) only when all
+its molecules are done, so a killed run restarts at the first missing shard.
 Molecules that fail (exception, bad geometry) are listed with the reason in
 the shard attribute ``failures`` (JSON) and left out of the datasets;
 unconverged ones are kept with ``converged = False`` and listed there too.
@@ -37,9 +37,13 @@ from pyscf import gto
 from pyscf.lib import logger
 from tqdm.auto import tqdm
 
-from ..geometry import check_geometry
+from .. import keys
+from ..errors import check_geometry
+from ..fileio import atomic_path, atomic_write_text
 from ..hinit import protocol_ks
-from .shards import SPLIT_NAMES, HInitCache, default_cache_dir, dense_to_tril, split_of_key
+from .hinit_cache import HInitCache, default_cache_dir
+from .shardfile import dense_to_tril
+from .splits import SPLIT_NAMES, split_of_key
 
 __all__ = ["label_molecule", "write_shard", "shard_attrs", "MoleculeSpec",
            "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY"]
@@ -76,7 +80,7 @@ def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
 
     ``mol_or_atoms``: a ``gto.Mole`` (its geometry, charge and spin; rebuilt in
     ``basis``), an ``ase.Atoms``, an .xyz path, or ``(Z, positions_angstrom)``.
-    Returns ``Z`` (natm,) int64, ``R`` (natm, 3) Angstrom, ``fock`` (nao, nao)
+    Returns ``Z`` (natm,) int64, ``pos`` (natm, 3) Angstrom, ``fock`` (nao, nao)
     float64 Hartree PySCF order, ``energy`` Hartree, ``cycles`` (``mf.cycles``),
     ``converged``.  With ``with_hinit``, also ``hinit`` (nao, nao): the MinAO-density
     Fock matrix of :func:`pyscf_qhflow.hinit.minao_fock`, built on the grids the
@@ -99,13 +103,14 @@ def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
     fock = np.asarray(mf.get_fock(dm=mf.make_rdm1()))  # [nao, nao]
     logger.info(mf, "labelled: E = %.10f, %d cycles, converged %s", energy, mf.cycles,
                 mf.converged)
-    out = {"Z": Z, "R": R, "fock": 0.5 * (fock + fock.T), "energy": float(energy),
-           "cycles": int(mf.cycles), "converged": bool(mf.converged)}
+    out = {keys.Z: Z, keys.POS: R, keys.FOCK: 0.5 * (fock + fock.T),
+           keys.ENERGY: float(energy), "cycles": int(mf.cycles),
+           "converged": bool(mf.converged)}
     if with_hinit:
         # The SCF's grids were pruned (small_rho_cutoff) with this same MinAO
         # density in its first cycle, exactly as minao_fock() prunes fresh ones.
         hinit = np.asarray(mf.get_fock(dm=mf.get_init_guess(mol, key="minao")))  # [nao, nao]
-        out["hinit"] = 0.5 * (hinit + hinit.T)
+        out[keys.HINIT] = 0.5 * (hinit + hinit.T)
     return out
 
 
@@ -135,44 +140,43 @@ def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
                 failures: Sequence[dict] = ()) -> Path:
     """Write ``records`` as one shard in the FORMAT.md layout, atomically.
 
-    Each record: ``Z``, ``R`` (Angstrom), ``fock`` (dense (nao, nao) or its lower
-    triangle), ``energy``, ``cycles``, ``converged``, optional ``qm9_index``
-    (default -1) and ``smiles`` (default '').  ``attrs`` are the file
+    Each record (:mod:`pyscf_qhflow.keys`): ``Z``, ``pos`` (Angstrom; the file's
+    ``R``), ``fock`` (dense (nao, nao) or its lower triangle), ``energy``,
+    ``cycles``, ``converged``, optional ``qm9_index`` (default -1) and
+    ``smiles`` (default '').  ``attrs`` are the file
     attributes (see :func:`shard_attrs`); ``failures`` (dicts with a ``reason``)
-    go to the JSON attribute ``failures``.  Written to a temporary file in the
-    same directory and renamed, so ``path`` is either absent or complete.
+    go to the JSON attribute ``failures``.  Written through
+    :func:`~pyscf_qhflow.fileio.atomic_path`, so ``path`` is either absent or complete.
     """
     path = Path(path)
     n = len(records)
-    natoms = np.array([len(r["Z"]) for r in records], np.int32)
+    natoms = np.array([len(r[keys.Z]) for r in records], np.int32)
     trils = []
     for r in records:
-        fock = np.asarray(r["fock"])
+        fock = np.asarray(r[keys.FOCK])
         trils.append(dense_to_tril(fock) if fock.ndim == 2 else fock.ravel())
     nao = np.array([int(round((np.sqrt(8 * len(t) + 1) - 1) / 2)) for t in trils], np.int32)
     for t, m in zip(trils, nao):
         if m * (m + 1) // 2 != len(t):
             raise ValueError(f"a Fock lower triangle of length {len(t)} is not n(n+1)/2")
     ntri = nao.astype(np.int64) * (nao + 1) // 2
-    data = {
-        "qm9_index": np.array([int(r.get("qm9_index", -1)) for r in records], np.int64),
+    data = {  # HDF5 dataset name (FORMAT.md) -> values
+        "qm9_index": np.array([int(r.get(keys.QM9_INDEX, -1)) for r in records], np.int64),
         "smiles": np.array([str(r.get("smiles", "")) for r in records], dtype=object),
         "natoms": natoms,
         "atom_offset": np.concatenate([[0], np.cumsum(natoms)[:-1]]).astype(np.int64)[:n],
-        "Z": (np.concatenate([np.asarray(r["Z"]) for r in records]) if n
+        "Z": (np.concatenate([np.asarray(r[keys.Z]) for r in records]) if n
               else np.zeros(0)).astype(np.int8),
-        "R": (np.concatenate([np.asarray(r["R"], np.float64) for r in records]) if n
+        "R": (np.concatenate([np.asarray(r[keys.POS], np.float64) for r in records]) if n
               else np.zeros((0, 3))).astype(np.float64),
         "nao": nao,
         "fock_offset": np.concatenate([[0], np.cumsum(ntri)[:-1]]).astype(np.int64)[:n],
         "fock": (np.concatenate(trils) if n else np.zeros(0)).astype(np.float32),
-        "energy": np.array([r["energy"] for r in records], np.float64),
+        "energy": np.array([r[keys.ENERGY] for r in records], np.float64),
         "scf_cycles_minao": np.array([r["cycles"] for r in records], np.int32),
         "converged": np.array([bool(r["converged"]) for r in records], bool),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for k, v in attrs.items():
                 f.attrs[k] = v
@@ -184,12 +188,6 @@ def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
                     f.create_dataset(name, data=values, compression="gzip")
                 else:
                     f.create_dataset(name, data=values)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -268,7 +266,7 @@ def molecules_from_qm9(start: int = 1, stop: int | None = None, sample: int | No
                        exclude: Iterable[int] = ()) -> list[MoleculeSpec]:
     """QM9 geometries from ``qm9pack`` with index in [start, stop), never a multiple of 50.
 
-    ``split``: keep only molecules that :func:`~pyscf_qhflow.data.shards.split_by_qm9_index`
+    ``split``: keep only molecules that :func:`~pyscf_qhflow.data.splits.split_by_qm9_index`
     (default fractions, seed 0) puts in ``'train'``, ``'val'`` or ``'test'``,
     e.g. to grow the test split.  ``exclude``: QM9 indices to skip (already labelled).
     ``sample``: a random draw of that many (``numpy.random.default_rng(seed)``),
@@ -308,9 +306,9 @@ def _label_task(spec: MoleculeSpec, protocol: dict, with_hinit: bool = False) ->
     try:
         out = label_molecule(spec.atoms(), **protocol, with_hinit=with_hinit)
     except Exception as err:  # recorded in the shard's failures, run goes on
-        return {"name": spec.name, "qm9_index": spec.qm9_index,
+        return {"name": spec.name, keys.QM9_INDEX: spec.qm9_index,
                 "error": f"{type(err).__name__}: {err}"[:500]}
-    out.update(name=spec.name, qm9_index=spec.qm9_index, smiles=spec.smiles)
+    out.update({"name": spec.name, keys.QM9_INDEX: spec.qm9_index, "smiles": spec.smiles})
     return out
 
 
@@ -340,8 +338,9 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
     molecule list and protocol; a rerun with a different one is refused.
     ``fill_hinit``: also compute each molecule's H_init on the SCF's own grids
     and write it to the H_init cache (``hinit_cache_dir``, default
-    :func:`~pyscf_qhflow.data.shards.default_cache_dir`) when its shard is
-    written, so training needs no separate ``--precompute`` pass.
+    :func:`~pyscf_qhflow.data.hinit_cache.default_cache_dir`) when its shard is
+    written, so training needs no separate
+    :func:`~pyscf_qhflow.data.hinit_cache.precompute_hinit` pass.
     Returns counts: ``shards_written``, ``shards_skipped``, ``labelled``, ``failed``,
     ``unconverged``.
     """
@@ -365,9 +364,7 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
                              "molecule list, protocol, shard size or prefix); use another "
                              "output directory")
     else:
-        tmp = mpath.with_name(f".manifest.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, mpath)
+        atomic_write_text(mpath, json.dumps(manifest, indent=1))
 
     n_total = (len(specs) + shard_size - 1) // shard_size
     mine = [k for k in range(n_total) if k % n_shard == i_shard]
@@ -407,9 +404,10 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
 def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict,
                   hinit_dir: Path | None = None) -> None:
     records = [r for r in results if "error" not in r]
-    failures = [{"name": r["name"], "qm9_index": r["qm9_index"], "reason": r["error"]}
+    # entries of the shard's JSON attribute ``failures`` (FORMAT.md)
+    failures = [{"name": r["name"], "qm9_index": r[keys.QM9_INDEX], "reason": r["error"]}
                 for r in results if "error" in r]
-    failures += [{"name": r["name"], "qm9_index": r["qm9_index"],
+    failures += [{"name": r["name"], "qm9_index": r[keys.QM9_INDEX],
                   "reason": f"SCF not converged in {r['cycles']} cycles (kept, converged=False)"}
                  for r in records if not r["converged"]]
     write_shard(path, records, attrs, failures)
@@ -417,7 +415,7 @@ def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict,
         # after the shard exists: the side file is tied to its size and geometry digest
         cache = HInitCache(path, hinit_dir, xc=str(attrs["xc"]), basis=str(attrs["basis"]),
                            grid_level=int(attrs["grid_level"]))
-        cache.put({j: dense_to_tril(r["hinit"]) for j, r in enumerate(records)})
+        cache.put({j: dense_to_tril(r[keys.HINIT]) for j, r in enumerate(records)})
     counts["shards_written"] += 1
     counts["labelled"] += len(records)
     counts["failed"] += sum("error" in r for r in results)

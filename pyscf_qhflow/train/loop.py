@@ -2,7 +2,7 @@
 
 :func:`fit` trains a :class:`~pyscf_qhflow.model.QHFlowModel` on any indexable
 set of records (:mod:`pyscf_qhflow.keys`; e.g.
-:class:`~pyscf_qhflow.data.shards.ShardDataset` with ``with_hinit=True,
+:class:`~pyscf_qhflow.data.dataset.ShardDataset` with ``with_hinit=True,
 with_overlap=True``).  Each record is cut into blocks once and kept in memory
 (:class:`BlockCache`).  One step:
 
@@ -35,7 +35,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from ..batching import MolBlocks, block_masks, collate, prepare_record
 from ..blocks import assemble_blocks
 from ..checkpoint import (load_training_state, save_checkpoint, save_training_state)
 from ..flow import interpolate, sample_prior, sample_time
+from ..units import HARTREE_TO_UHA
 from .loss import (density_response_data, hamiltonian_loss, linear_density_error,
                    lowdin_orthogonalizer, occupied_eigenvalue_loss)
 
@@ -56,7 +57,6 @@ __all__ = ["TrainConfig", "BlockCache", "EMA", "lr_factor", "training_step", "ev
 
 LOG_FIELDS = ["step", "time_s", "lr", "train_loss", "train_mae_uha", "val_mae_uha",
               "val_density_err"]
-HARTREE_TO_UHA = 1e6
 
 
 @dataclass(frozen=True)
@@ -138,13 +138,13 @@ class BlockCache:
     def __getitem__(self, i: int) -> MolBlocks:
         if i not in self._blocks:
             rec = self.dataset[int(self.indices[i])]
-            if "fock" not in rec:
+            if keys.FOCK not in rec:
                 raise KeyError("training records need a 'fock' (the target Fock matrix)")
             self._blocks[i] = prepare_record(rec, self.basis_layout, self.cutoff,
                                              self.pair_cutoff)
             if self.dense:
-                self._dense[i] = {"hinit": rec["hinit"], "fock": rec["fock"],
-                                  "overlap": rec["overlap"],
+                self._dense[i] = {keys.HINIT: rec[keys.HINIT], keys.FOCK: rec[keys.FOCK],
+                                  keys.OVERLAP: rec[keys.OVERLAP],
                                   "nocc": int(np.sum(rec[keys.Z])) // 2}
         return self._blocks[i]
 
@@ -154,10 +154,10 @@ class BlockCache:
         self[i]
         d = self._dense[i]
         if "x" in need and "x" not in d:
-            d["x"] = lowdin_orthogonalizer(d["overlap"])
+            d["x"] = lowdin_orthogonalizer(d[keys.OVERLAP])
         if "density" in need and "density" not in d:
-            d["density"] = density_response_data(d["fock"], d["hinit"], d["overlap"],
-                                                  d["nocc"], self.tau)
+            d["density"] = density_response_data(d[keys.FOCK], d[keys.HINIT],
+                                                  d[keys.OVERLAP], d["nocc"], self.tau)
         return d
 
 
@@ -239,8 +239,8 @@ def training_step(model, batch: dict, flow_cfg, irreps_block: str, cfg: TrainCon
     if cfg.eig_weight > 0:
         f_pred, f_ref, xs, nocc = [], [], [], []
         for d, r in zip(dense, residuals):
-            f_pred.append(torch.as_tensor(d["hinit"], dtype=dtype, device=r.device) + r)
-            f_ref.append(torch.as_tensor(d["fock"], dtype=dtype, device=r.device))
+            f_pred.append(torch.as_tensor(d[keys.HINIT], dtype=dtype, device=r.device) + r)
+            f_ref.append(torch.as_tensor(d[keys.FOCK], dtype=dtype, device=r.device))
             xs.append(torch.as_tensor(d["x"], dtype=dtype, device=r.device))
             nocc.append(d["nocc"])
         eig = occupied_eigenvalue_loss(f_pred, f_ref, xs, nocc)
@@ -290,7 +290,7 @@ def evaluate_density_error(model, cache: BlockCache, batch_size: int = 8,
     scored by the exact ``density_err`` of :func:`pyscf_qhflow.benchmark.fock_metrics`.
     """
     from ..benchmark import fock_metrics
-    from ..overlap_damping import damp_residual
+    from ..guess.overlap_damping import damp_residual
 
     if not cache.dense:
         raise ValueError("evaluate_density_error needs a BlockCache with dense=True")
@@ -310,8 +310,8 @@ def evaluate_density_error(model, cache: BlockCache, batch_size: int = 8,
                 d = cache.dense_data(i)
                 r = assemble_blocks(on[sa].double().cpu().numpy(),
                                     off[sp].double().cpu().numpy(), lay, p)
-                f = d["hinit"] + damp_residual(r, d["overlap"], cache.tau)
-                errors.append(fock_metrics(f, d["fock"], d["overlap"],
+                f = d[keys.HINIT] + damp_residual(r, d[keys.OVERLAP], cache.tau)
+                errors.append(fock_metrics(f, d[keys.FOCK], d[keys.OVERLAP],
                                            d["nocc"])["density_err"])
     finally:
         model.train(was_training)
@@ -374,7 +374,7 @@ def _stop_everywhere(stop: bool, distributed: bool, device) -> bool:
     return bool(flag.item() > 0)
 
 
-# ---------------------------------------------------------------------- loop
+# ---------------------------------------------------------------------- outputs
 
 def _choose_k_for_best(best_path: Path, template, val_cache: BlockCache,
                        cfg: TrainConfig) -> None:
@@ -412,6 +412,271 @@ def _append_log(path: Path, row: dict) -> None:
         w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
 
 
+# ---------------------------------------------------------------------- loop
+
+@dataclass
+class _Run:
+    """The state one :func:`fit` call threads through its steps (built by :func:`_setup`).
+
+    ``step``, ``best`` and ``elapsed_before`` are what ``state.pt`` saves
+    besides the weights and optimizer; ``history`` is this call's loss curve.
+    """
+
+    cfg: TrainConfig
+    model: torch.nn.Module  # the bare model: saved, EMA-tracked, gradient-clipped
+    ema: EMA
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    train_cache: BlockCache
+    val_cache: BlockCache | None
+    out: Path
+    device: torch.device
+    dtype: torch.dtype
+    distributed: bool
+    rank: int
+    world: int
+    card: dict | None  # extra model-card fields for best.pt
+    net: torch.nn.Module | None = None  # what a step calls: the model or its DDP wrapper
+    step: int = 0
+    best: float = float("inf")  # best validation score of cfg.val_metric (lower is better)
+    elapsed_before: float = 0.0  # training seconds of the runs this one resumes
+    t_start: float = 0.0  # time.perf_counter() when this call's loop started
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that validates and writes files."""
+        return self.rank == 0
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.csv"
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Training seconds over this run and the ones it resumes."""
+        return self.elapsed_before + (time.perf_counter() if now is None else now) - self.t_start
+
+
+def _overlap_damping(model) -> float:
+    """The model's inference-time overlap damping tau (0 for a model without one)."""
+    config = getattr(model, "config", None)
+    if hasattr(config, "overlap_damping"):
+        return float(config.overlap_damping)
+    return float(getattr(model, "overlap_damping", 0.0))
+
+
+def _block_cache(model, cfg: TrainConfig, dataset, indices) -> BlockCache:
+    indices = np.arange(len(dataset)) if indices is None else indices
+    return BlockCache(dataset, indices, model.basis_layout, model.cutoff, model.pair_cutoff,
+                      dense=cfg.needs_dense, tau=_overlap_damping(model))
+
+
+def _setup(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
+           card: dict | None, train_indices, val_indices) -> _Run:
+    """Device (and process group under torchrun), the output directory, block caches,
+    EMA, AdamW and the learning-rate schedule, at step 0."""
+    distributed, rank, world = _dist_env()
+    if distributed:
+        device = _init_distributed()
+    elif cfg.device is not None:
+        device = torch.device(cfg.device)
+    else:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float64 if cfg.float64 else torch.float32
+    model.to(device=device, dtype=dtype).train()
+    train_cache = _block_cache(model, cfg, train_set, train_indices)
+    val_cache = _block_cache(model, cfg, val_set, val_indices) if val_set is not None else None
+    if len(train_cache) == 0:
+        raise ValueError("the training set is empty")
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # a lambda, not a callable object: LambdaLR.state_dict() would store an object's __dict__
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    return _Run(cfg=cfg, model=model, ema=ema, opt=opt, sched=sched, train_cache=train_cache,
+                val_cache=val_cache, out=out, device=device, dtype=dtype,
+                distributed=distributed, rank=rank, world=world, card=card)
+
+
+def _resume(run: _Run) -> None:
+    """Load weights, EMA, optimizer, schedule, step and best score from ``state.pt``."""
+    state = load_training_state(run.state_path)
+    if state["model_config"] != run.model.config.to_dict():
+        raise ValueError(f"{run.state_path}: saved for model config {state['model_config']}, "
+                         f"not {run.model.config.to_dict()}")
+    run.model.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    run.step, run.best = int(state["step"]), float(state["best_val_mae_uha"])
+    run.elapsed_before = float(state["elapsed_s"])
+
+
+def _distribute(run: _Run) -> None:
+    """Set ``run.net``: the model, wrapped in DDP when distributed.
+
+    After :func:`_resume`: DDP broadcasts rank 0's weights when it wraps them.
+    """
+    run.net = run.model
+    if run.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        run.net = DistributedDataParallel(
+            run.model, device_ids=[run.device] if run.device.type == "cuda" else None)
+
+
+def _save_state(run: _Run) -> None:
+    """Write ``state.pt``: everything :func:`_resume` needs to continue exactly."""
+    save_training_state(run.state_path, {
+        "model_config": run.model.config.to_dict(), "train_config": asdict(run.cfg),
+        "model": run.model.state_dict(), "ema": run.ema.state_dict(),
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        # the key says MAE for old runs' sake; it holds the best score of cfg.val_metric
+        "step": run.step, "best_val_mae_uha": run.best,
+        "elapsed_s": run.elapsed()})
+
+
+def _best_card(run: _Run, scores: dict) -> dict:
+    """The model card of ``best.pt`` for validation ``scores`` at the current step."""
+    metrics = {"val_h_mae_uha": scores["val_mae_uha"], "flow_num_steps": run.model.flow.num_steps,
+               "val_molecules": 0 if run.val_cache is None else len(run.val_cache)}
+    if "val_density_err" in scores:
+        metrics["val_density_err"] = scores["val_density_err"]
+    return {**(run.card or {}), "steps": run.step, "metrics": metrics,
+            "train_config": asdict(run.cfg)}
+
+
+def _validate(run: _Run) -> dict:
+    """Validation scores of the EMA weights; writes best.pt when ``val_metric`` improves."""
+    cfg, val_cache = run.cfg, run.val_cache
+    if val_cache is None or len(val_cache) == 0:
+        return {"val_mae_uha": float("nan")}
+    scores = {"val_mae_uha": evaluate(run.ema.module, val_cache, cfg.val_batch_size,
+                                      max_molecules=cfg.val_max_molecules)}
+    if cfg.val_metric == "density":
+        scores["val_density_err"] = evaluate_density_error(
+            run.ema.module, val_cache, cfg.val_batch_size, max_molecules=cfg.val_max_molecules)
+    score = scores["val_density_err" if cfg.val_metric == "density" else "val_mae_uha"]
+    if score < run.best:
+        run.best = score
+        save_checkpoint(run.best_path, run.ema.module, _best_card(run, scores))
+    return scores
+
+
+def _train_step(run: _Run, idx: np.ndarray, gen: torch.Generator) -> dict:
+    """One optimizer step on the training records ``idx``; returns the step's metrics."""
+    cfg, cache = run.cfg, run.train_cache
+    batch, info = collate([cache[int(i)] for i in idx], run.dtype, run.device)
+    need = (("x",) if cfg.eig_weight > 0 else ()) + (
+        ("density",) if cfg.density_weight > 0 else ())
+    dense = [cache.dense_data(int(i), need) for i in idx] if need else None
+    loss, metrics = training_step(run.net, batch, run.model.flow,
+                                  run.model.basis_layout.irreps_str, cfg, gen, dense, info)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.opt.step()
+    run.sched.step()
+    run.ema.update(run.model)
+    run.step += 1
+    run.history.append((run.step, metrics["loss"]))
+    return metrics
+
+
+def _train(run: _Run, stop_at: int | None) -> bool:
+    """Train until ``cfg.steps``, ``cfg.max_minutes`` or ``stop_at``; True when stopped early.
+
+    Rank 0 logs every ``log_every`` steps, validates every ``val_every`` and
+    writes ``state.pt`` every ``ckpt_minutes`` (the last step's row, scores and
+    state are :func:`_finish`'s).
+    """
+    cfg = run.cfg
+    n_train = len(run.train_cache)
+    per_rank = n_train // run.world  # world is 1 when not distributed
+    bs = max(1, min(cfg.batch_size, per_rank))
+    steps_per_epoch = max(1, per_rank // bs)
+    gen = torch.Generator()  # flow noise and times, re-seeded from (seed, step, rank) each step
+    order_epoch, order = -1, None
+    run.t_start = last_ckpt = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=run.step, desc="train", unit="step",
+               disable=not (run.is_main and cfg.progress))
+    mae_sum, mae_count = 0.0, 0  # train MAE since the last log row
+    stopped_early = False
+    while run.step < cfg.steps:
+        # every random draw is a function of the step, so resuming needs no RNG state
+        epoch, pos = divmod(run.step, steps_per_epoch)
+        if epoch != order_epoch:
+            order = _epoch_order(n_train, epoch, cfg.seed, run.distributed, run.rank, run.world)
+            order_epoch = epoch
+        gen.manual_seed(cfg.seed * 1_000_003 + run.step * run.world + run.rank)
+        metrics = _train_step(run, order[pos * bs:(pos + 1) * bs], gen)
+        mae_sum += metrics["mae"]
+        mae_count += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3e}")
+
+        now = time.perf_counter()
+        step = run.step
+        if (run.is_main and step < cfg.steps
+                and (step % cfg.log_every == 0 or step % cfg.val_every == 0)):
+            row = {"step": step, "time_s": f"{run.elapsed(now):.1f}",
+                   "lr": f"{run.sched.get_last_lr()[0]:.3e}",
+                   "train_loss": f"{metrics['loss']:.6e}",
+                   "train_mae_uha": f"{mae_sum / mae_count * HARTREE_TO_UHA:.2f}"}
+            mae_sum, mae_count = 0.0, 0
+            if step % cfg.val_every == 0:
+                row.update(_format_scores(_validate(run)))
+            _append_log(run.log_path, row)
+        out_of_time = ((cfg.max_minutes is not None and now - run.t_start > 60.0 * cfg.max_minutes)
+                       or (stop_at is not None and step >= stop_at))
+        if run.is_main and now - last_ckpt > 60.0 * cfg.ckpt_minutes and not out_of_time:
+            _save_state(run)
+            last_ckpt = now
+        if _stop_everywhere(out_of_time, run.distributed, run.device):
+            stopped_early = step < cfg.steps
+            break
+    bar.close()
+    return stopped_early
+
+
+def _finish(run: _Run) -> float:
+    """Final validation, ``best.pt``, the choice of K, the last log row and ``state.pt``
+    (rank 0), then the process group's end.  Returns the final validation H MAE
+    (NaN on other ranks or without a validation set)."""
+    cfg = run.cfg
+    final_mae = float("nan")
+    if run.is_main:
+        scores = _validate(run)
+        final_mae = scores["val_mae_uha"]
+        if not run.best_path.exists():  # no validation set: keep the final EMA weights
+            save_checkpoint(run.best_path, run.ema.module, _best_card(run, scores))
+        elif cfg.choose_num_steps and run.val_cache is not None and len(run.val_cache):
+            _choose_k_for_best(run.best_path, run.ema.module, run.val_cache, cfg)
+        _append_log(run.log_path, {
+            "step": run.step, "time_s": f"{run.elapsed():.1f}",
+            "lr": f"{run.sched.get_last_lr()[0]:.3e}",
+            "train_loss": f"{run.history[-1][1]:.6e}" if run.history else "",
+            **_format_scores(scores)})
+        _save_state(run)
+    if run.distributed:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return final_mae
+
+
 def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
         resume: bool = False, card: dict | None = None,
         train_indices=None, val_indices=None, stop_at: int | None = None) -> dict:
@@ -422,172 +687,26 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
     ``card``: extra model-card fields for ``best.pt`` (data, split...).
     ``stop_at``: stop after this step as if time ran out (state saved; the
     schedule still follows ``cfg.steps``), for runs in chunks.
+
+    Steps:
+
+    1. :func:`_setup`: device (process group under torchrun), block caches,
+       EMA, optimizer and schedule;
+    2. :func:`_resume` (``resume=True``): continue from ``out_dir/state.pt``;
+    3. :func:`_distribute`: the DDP wrapper when distributed;
+    4. :func:`_train`: optimizer steps (:func:`_train_step`) with log rows,
+       periodic validation (:func:`_validate`, which keeps ``best.pt``) and
+       periodic ``state.pt`` (:func:`_save_state`);
+    5. :func:`_finish`: final validation, ``best.pt`` and its K, the last log
+       row, ``state.pt``.
     """
-    distributed, rank, world = _dist_env()
-    if distributed:
-        device = _init_distributed()
-    elif cfg.device is not None:
-        device = torch.device(cfg.device)
-    else:
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    is_main = rank == 0
-    out = Path(out_dir)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    dtype = torch.float64 if cfg.float64 else torch.float32
-    model.to(device=device, dtype=dtype).train()
-    flow_cfg = model.flow
-
-    def cache_of(ds, idx):
-        idx = np.arange(len(ds)) if idx is None else idx
-        return BlockCache(ds, idx, model.basis_layout, model.cutoff, model.pair_cutoff,
-                          dense=cfg.needs_dense,
-                          tau=float(getattr(model, "overlap_damping", 0.0)))
-
-    train_cache = cache_of(train_set, train_indices)
-    val_cache = cache_of(val_set, val_indices) if val_set is not None else None
-    if len(train_cache) == 0:
-        raise ValueError("the training set is empty")
-
-    ema = EMA(model, cfg.ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    gen = torch.Generator()  # flow noise and times, re-seeded from (seed, step, rank) each step
-    step, best, elapsed_before = 0, float("inf"), 0.0
-    state_path, best_path, log_path = out / "state.pt", out / "best.pt", out / "log.csv"
+    run = _setup(model, train_set, val_set, out_dir, cfg, card, train_indices, val_indices)
     if resume:
-        state = load_training_state(state_path)
-        if state["model_config"] != model.config.to_dict():
-            raise ValueError(f"{state_path}: saved for model config {state['model_config']}, "
-                             f"not {model.config.to_dict()}")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, best = int(state["step"]), float(state["best_val_mae_uha"])
-        elapsed_before = float(state["elapsed_s"])
-
-    net = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                      else None)
-
-    n_train = len(train_cache)
-    per_rank = n_train // world if distributed else n_train
-    bs = max(1, min(cfg.batch_size, per_rank))
-    steps_per_epoch = max(1, per_rank // bs)
-    order_epoch, order = -1, None
-
-    def save_state():
-        save_training_state(state_path, {
-            "model_config": model.config.to_dict(), "train_config": asdict(cfg),
-            "model": model.state_dict(), "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "best_val_mae_uha": best,  # the best score of cfg.val_metric
-            "elapsed_s": elapsed_before + time.perf_counter() - t_start})
-
-    def validate_and_keep_best() -> dict:
-        """Validation scores of the EMA weights; writes best.pt when ``val_metric`` improves."""
-        nonlocal best
-        if val_cache is None or len(val_cache) == 0:
-            return {"val_mae_uha": float("nan")}
-        scores = {"val_mae_uha": evaluate(ema.module, val_cache, cfg.val_batch_size,
-                                          max_molecules=cfg.val_max_molecules)}
-        if cfg.val_metric == "density":
-            scores["val_density_err"] = evaluate_density_error(
-                ema.module, val_cache, cfg.val_batch_size, max_molecules=cfg.val_max_molecules)
-        score = scores["val_density_err" if cfg.val_metric == "density" else "val_mae_uha"]
-        if score < best:
-            best = score
-            save_checkpoint(best_path, ema.module, _card(scores))
-        return scores
-
-    def _card(scores):
-        metrics = {"val_h_mae_uha": scores["val_mae_uha"], "flow_num_steps": flow_cfg.num_steps,
-                   "val_molecules": 0 if val_cache is None else len(val_cache)}
-        if "val_density_err" in scores:
-            metrics["val_density_err"] = scores["val_density_err"]
-        return {**(card or {}), "steps": step, "metrics": metrics,
-                "train_config": {k: v for k, v in asdict(cfg).items()}}
-
-    t_start = time.perf_counter()
-    last_ckpt = t_start
-    history: list[tuple[int, float]] = []
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step",
-               disable=not (is_main and cfg.progress))
-    running, n_running = 0.0, 0
-    stopped_early = False
-    while step < cfg.steps:
-        epoch, pos = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order = _epoch_order(n_train, epoch, cfg.seed, distributed, rank, world)
-            order_epoch = epoch
-        idx = order[pos * bs:(pos + 1) * bs]
-        gen.manual_seed(cfg.seed * 1_000_003 + step * world + rank)
-        batch, info = collate([train_cache[int(i)] for i in idx], dtype, device)
-        need = (("x",) if cfg.eig_weight > 0 else ()) + (
-            ("density",) if cfg.density_weight > 0 else ())
-        dense = [train_cache.dense_data(int(i), need) for i in idx] if need else None
-        loss, metrics = training_step(net, batch, flow_cfg, model.basis_layout.irreps_str,
-                                      cfg, gen, dense, info)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        ema.update(model)
-        step += 1
-        history.append((step, metrics["loss"]))
-        running += metrics["mae"]
-        n_running += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.3e}")
-
-        now = time.perf_counter()
-        row = None
-        if is_main and (step % cfg.log_every == 0 or step % cfg.val_every == 0
-                        or step == cfg.steps):
-            row = {"step": step, "time_s": f"{elapsed_before + now - t_start:.1f}",
-                   "lr": f"{sched.get_last_lr()[0]:.3e}", "train_loss": f"{metrics['loss']:.6e}",
-                   "train_mae_uha": f"{running / n_running * HARTREE_TO_UHA:.2f}"}
-            running, n_running = 0.0, 0
-        if is_main and step % cfg.val_every == 0 and step < cfg.steps:
-            row.update(_format_scores(validate_and_keep_best()))
-        if row is not None and step < cfg.steps:
-            _append_log(log_path, row)
-        out_of_time = ((cfg.max_minutes is not None and now - t_start > 60.0 * cfg.max_minutes)
-                       or (stop_at is not None and step >= stop_at))
-        if is_main and now - last_ckpt > 60.0 * cfg.ckpt_minutes and not out_of_time:
-            save_state()
-            last_ckpt = now
-        if _stop_everywhere(out_of_time, distributed, device):
-            stopped_early = step < cfg.steps
-            break
-    bar.close()
-
-    final_mae = float("nan")
-    if is_main:
-        final_scores = validate_and_keep_best()
-        final_mae = final_scores["val_mae_uha"]
-        if not best_path.exists():  # no validation set: keep the final EMA weights
-            save_checkpoint(best_path, ema.module, _card(final_scores))
-        elif cfg.choose_num_steps and val_cache is not None and len(val_cache):
-            _choose_k_for_best(best_path, ema.module, val_cache, cfg)
-        _append_log(log_path, {"step": step,
-                               "time_s": f"{elapsed_before + time.perf_counter() - t_start:.1f}",
-                               "lr": f"{sched.get_last_lr()[0]:.3e}",
-                               "train_loss": f"{history[-1][1]:.6e}" if history else "",
-                               **_format_scores(final_scores)})
-        save_state()
-    if distributed:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-    return {"step": step, "val_metric": cfg.val_metric, "best_val_score": best,
-            "best_val_mae_uha": best if cfg.val_metric == "h_mae" else float("nan"),
+        _resume(run)
+    _distribute(run)
+    stopped_early = _train(run, stop_at)
+    final_mae = _finish(run)
+    return {"step": run.step, "val_metric": cfg.val_metric, "best_val_score": run.best,
+            "best_val_mae_uha": run.best if cfg.val_metric == "h_mae" else float("nan"),
             "final_val_mae_uha": final_mae,
-            "history": history, "stopped_early": stopped_early, "out_dir": str(out)}
+            "history": run.history, "stopped_early": stopped_early, "out_dir": str(run.out)}
