@@ -80,13 +80,13 @@ def density_response_data(fock_ref: np.ndarray, hinit: np.ndarray, overlap: np.n
 
     With the reference orbitals ``F* C = S C e`` (C^T S C = 1) and the
     inference-time damping ``W = S (S + tau)^-1``
-    (:mod:`pyscf_qhflow.overlap_damping`; identity for ``tau = 0``), the
+    (:mod:`pyscf_qhflow.guess.overlap_damping`; identity for ``tau = 0``), the
     predicted Fock matrix is ``H_init + W R W`` and its occupied-virtual
     coupling in the reference orbitals is ``left @ R @ right + offset``
     ([nvirt, nocc]; ``C_v^T F* C_o = 0``).  ``inv_gap[a, i] = 1 / (e_a - e_i)``
     (1/Hartree).  Needs a virtual space: ``nocc < nao``.
     """
-    from ..overlap_damping import overlap_damping_matrix
+    from ..guess.overlap_damping import overlap_damping_matrix
 
     nao = overlap.shape[0]
     if not 0 < nocc < nao:
