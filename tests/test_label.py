@@ -30,9 +30,9 @@ H  -0.8138  -0.4699  -0.2711
 FORMAT_DTYPES = {"qm9_index": np.int64, "natoms": np.int32, "atom_offset": np.int64,
                  "Z": np.int8, "R": np.float64, "nao": np.int32, "fock_offset": np.int64,
                  "fock": np.float32, "energy": np.float64, "scf_cycles_minao": np.int32,
-                 "converged": np.bool_}
+                 "converged": np.bool_, "scf_cycles": np.int32, "scf_conv_tol": np.float64}
 FORMAT_ATTRS = {"ao_order", "basis", "cart", "charge", "conv_tol", "fock_layout", "grid_level",
-                "pyscf_version", "source", "spin", "units", "xc"}
+                "init_guess", "pyscf_version", "source", "spin", "units", "xc"}
 
 # tiny molecules for the driver tests (sto-3g, LDA: fractions of a second each)
 FAST = dict(xc="lda,vwn", basis="sto-3g", grid_level=1, conv_tol=1e-9)
@@ -179,30 +179,56 @@ def test_held_out_qm9_names_skipped(tmp_path):
     assert [s.qm9_index for s in specs] == [49, 101]
 
 
-def test_labelling_fills_the_hinit_cache(tmp_path):
-    """H_init built on the labeller's grids equals a fresh minao_fock, and training
-    then finds every entry cached (no --precompute pass)."""
-    from pyscf_qhflow.data.hinit_cache import precompute_hinit
+def test_labelling_stores_hinit_in_the_shard(tmp_path):
+    """H_init built on the labeller's grids is stored beside the label, equals a fresh
+    minao_fock (to float32 storage), and the dataset reads it without any cache."""
     from pyscf_qhflow.hinit import minao_fock
 
-    out, cache = tmp_path / "labels", tmp_path / "cache"
+    out = tmp_path / "labels"
     water = MoleculeSpec("water", qm9_index=7, xyz=str(EXAMPLES / "water.xyz"))
-    label_to_shards([HF, water], out, shard_size=2, progress=False, hinit_cache_dir=cache,
-                    **FAST)
-    ds = ShardDataset(out / "*.h5", xc="lda,vwn", basis="sto-3g", grid_level=1, cache_dir=cache,
-                      with_hinit=True)
-    assert ds.hinit_cache(0).cached() == {0, 1}
-    assert precompute_hinit(ds, progress=False) == 0
+    label_to_shards([HF, water], out, shard_size=2, progress=False, **FAST)
+    (path,) = sorted(out.glob("*.h5"))
+    with h5py.File(path) as f:
+        assert f["hinit"].shape == f["fock"].shape and f["hinit"].dtype == np.float32
+        assert list(f["scf_init_guess"].asstr()[()]) == ["minao", "minao"]
+        np.testing.assert_array_equal(f["scf_conv_tol"][()], [1e-9, 1e-9])
+    ds = ShardDataset(out / "*.h5", xc="lda,vwn", basis="sto-3g", grid_level=1,
+                      cache_dir=tmp_path / "unused_cache", with_hinit=True)
     for i in range(2):
         rec = ds[i]
         mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])], basis="sto-3g",
                     unit="Angstrom", verbose=0)
         np.testing.assert_allclose(rec["hinit"], minao_fock(mol, xc="lda,vwn", grid_level=1),
-                                   rtol=0, atol=1e-10)
+                                   rtol=0, atol=5e-6)
+    assert not (tmp_path / "unused_cache").exists()  # nothing was built or cached
 
-    # --no-hinit leaves the cache alone
+    # --no-hinit writes no hinit dataset
     rc = qhflow_label([str(EXAMPLES / "water.xyz"), "--out", str(tmp_path / "b"), "--xc",
                        "lda,vwn", "--basis", "sto-3g", "--grid-level", "1", "--no-hinit",
-                       "--cache-dir", str(tmp_path / "cache_b"), "--no-progress"])
+                       "--no-progress"])
     assert rc == 0
-    assert not (tmp_path / "cache_b").exists()
+    (path,) = sorted((tmp_path / "b").glob("*.h5"))
+    with h5py.File(path) as f:
+        assert "hinit" not in f and "fock" in f
+
+
+def test_fast_label_from_the_model_matches_the_tight_label(tmp_path):
+    """--guess qhflow: the SCF starts from the shipped model's density, converges to
+    conv_tol 1e-8 / conv_tol_grad 1e-4, and lands on the tight MinAO label."""
+    mol = gto.M(atom=str(EXAMPLES / "water.xyz"), basis="def2-svp", verbose=0)
+    fast = label.label_molecule(mol, grid_level=1, guess="qhflow")
+    tight = label.label_molecule(mol, grid_level=1, guess="minao")
+    assert fast["scf_init_guess"] == "qhflow" and fast["scf_conv_tol"] == 1e-8
+    assert tight["scf_init_guess"] == "minao" and tight["scf_conv_tol"] == 1e-10
+    assert fast["converged"] and fast["cycles"] < tight["cycles"]
+    assert np.abs(fast["fock"] - tight["fock"]).mean() < 1e-6  # Hartree
+    assert abs(fast["energy"] - tight["energy"]) < 1e-7
+    assert fast["hinit"].shape == fast["fock"].shape  # H_init came with the guess
+    rc = qhflow_label([str(EXAMPLES / "water.xyz"), "--out", str(tmp_path / "fast"),
+                       "--guess", "qhflow", "--grid-level", "1", "--no-progress"])
+    assert rc == 0
+    (path,) = sorted((tmp_path / "fast").glob("*.h5"))
+    with h5py.File(path) as f:
+        assert f.attrs["conv_tol"] == 1e-8 and f.attrs["conv_tol_grad"] == 1e-4
+        assert f["scf_init_guess"].asstr()[0] == "qhflow" and "scf_cycles_minao" not in f
+        assert "hinit" in f

@@ -7,6 +7,12 @@ Examples::
     qhflow label --qm9 1:20000 --qm9-sample 500 --out labels/ --shard 3/8   # job array
     qhflow label --qm9 1: --qm9-sample 25 --qm9-split test \
         --exclude-shards ../shared/data --out labels_test/        # grow the test split
+    qhflow label examples/ --out labels/ --guess qhflow          # fast labels (FORMAT.md)
+
+``--guess minao`` (default) is the tight QH9 protocol (conv_tol 1e-10);
+``--guess qhflow`` starts from the model's guess and converges to conv_tol
+1e-8 / conv_tol_grad 1e-4, as the shared shards 006 on.  Every shard stores
+H_init beside the label.
 """
 from __future__ import annotations
 
@@ -49,7 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xc", default="b3lyp")
     parser.add_argument("--basis", default="def2-svp")
     parser.add_argument("--grid-level", type=int, default=3)
-    parser.add_argument("--conv-tol", type=float, default=1e-10)
+    parser.add_argument("--guess", choices=["minao", "qhflow"], default="minao",
+                        help="SCF start: minao (tight QH9 protocol) or qhflow (fast labels "
+                             "from the model's guess)")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint for --guess qhflow (default: the shipped weights)")
+    parser.add_argument("--conv-tol", type=float, default=None,
+                        help="default 1e-10 (minao) or 1e-8 (qhflow)")
+    parser.add_argument("--conv-tol-grad", type=float, default=None,
+                        help="default PySCF's (minao) or 1e-4 (qhflow)")
     parser.add_argument("--max-cycle", type=int, default=100)
     parser.add_argument("--shard-size", type=int, default=50)
     parser.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="i/N",
@@ -58,12 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shard file prefix (default qm9_<xc>_<basis>)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--no-hinit", action="store_true",
-                        help="do not fill the H_init cache while labelling (by default each "
-                             "molecule's MinAO-density Fock is built on the SCF's grids and "
-                             "cached, so training needs no --precompute pass)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="H_init cache directory (default $QHFLOW_CACHE or "
-                             "~/.cache/pyscf_qhflow/hinit)")
+                        help="do not store H_init in the shards (by default each molecule's "
+                             "MinAO-density Fock is built on the SCF's grids and stored)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -99,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                                  shard_size=args.shard_size, shard=args.shard, jobs=args.jobs,
                                  prefix=args.prefix, source=source,
                                  progress=not args.no_progress,
-                                 hinit_cache_dir=args.cache_dir, fill_hinit=not args.no_hinit)
+                                 store_hinit=not args.no_hinit, guess=args.guess,
+                                 conv_tol_grad=args.conv_tol_grad, model=args.model)
     except (ImportError, FileNotFoundError, ValueError) as err:
         print(f"qhflow label: {err}")
         return 2

@@ -1,10 +1,22 @@
 """Labelling molecules with PySCF and writing HDF5 shards (layout: ``FORMAT.md``).
 
 Protocol (the QH9 one, as the shared shards): :func:`pyscf_qhflow.hinit.protocol_ks`
-(restricted ``dft.RKS``, spherical basis, ``grids.level``, no density fitting),
-``conv_tol``, PySCF's default MinAO start; the stored Fock matrix is
-``mf.get_fock(dm=mf.make_rdm1())`` at convergence, ``scf_cycles_minao`` is
-``mf.cycles``.  Neutral closed-shell molecules only, as the format says.
+(restricted ``dft.RKS``, spherical basis, ``grids.level``, no density fitting);
+the stored Fock matrix is ``mf.get_fock(dm=mf.make_rdm1())`` at convergence.
+Neutral closed-shell molecules only, as the format says.  Two starts
+(``guess``, recorded per molecule as ``scf_init_guess``, ``scf_cycles``,
+``scf_conv_tol``):
+
+* ``'minao'``: PySCF's default start, to ``conv_tol = 1e-10`` (shards 000-005);
+* ``'qhflow'`` (fast labels): H_init is built first, on the SCF's own grids and
+  in-core integrals (:func:`pyscf_qhflow.hinit.hinit_beside`), the model
+  predicts from it, and the SCF starts from that density, to ``conv_tol = 1e-8``
+  and ``conv_tol_grad = 1e-4`` (:data:`FAST_CONV_TOL`): 7-8 cycles instead of
+  12-13, and the H_init to store comes with it at no extra Fock build.  How far
+  such a label is from a tight one is measured by ``benchmarks/bench_fast_labels.py``.
+
+With ``with_hinit`` each record carries its H_init, and :func:`write_shard`
+stores it beside the label (dataset ``hinit``), so training builds nothing.
 
 :func:`label_to_shards` is the resumable driver behind ``qhflow label``: the
 molecule list is cut into shards of ``shard_size`` in a fixed order; a shard
@@ -14,8 +26,7 @@ Molecules that fail (exception, bad geometry) are listed with the reason in
 the shard attribute ``failures`` (JSON) and left out of the datasets;
 unconverged ones are kept with ``converged = False`` and listed there too.
 By default each molecule's H_init (the MinAO-density Fock matrix the model
-starts from) is built on the SCF's own grids and written to the H_init cache
-next to the shard, which saves training a separate grid build per molecule.
+starts from) is built on the SCF's own grids and stored in the shard.
 """
 from __future__ import annotations
 
@@ -40,13 +51,24 @@ from tqdm.auto import tqdm
 from .. import keys
 from ..errors import check_geometry
 from ..fileio import atomic_path, atomic_write_text
-from ..hinit import protocol_ks
-from .hinit_cache import HInitCache, default_cache_dir
+from ..hinit import hinit_beside, protocol_ks
 from .shardfile import dense_to_tril
 from .splits import SPLIT_NAMES, split_of_key
 
 __all__ = ["label_molecule", "write_shard", "shard_attrs", "MoleculeSpec",
-           "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY"]
+           "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY",
+           "LABEL_GUESSES", "TIGHT_CONV_TOL", "FAST_CONV_TOL", "default_conv_tol"]
+
+LABEL_GUESSES = ("minao", "qhflow")
+TIGHT_CONV_TOL = (1e-10, None)  # (conv_tol, conv_tol_grad): the QH9 protocol, from MinAO
+FAST_CONV_TOL = (1e-8, 1e-4)  # from the model's guess (FORMAT.md, shards 006 on)
+
+
+def default_conv_tol(guess: str) -> tuple[float, float | None]:
+    """(conv_tol, conv_tol_grad) of the labelling protocol for a start ``guess``."""
+    if guess not in LABEL_GUESSES:
+        raise ValueError(f"guess must be one of {LABEL_GUESSES}, got {guess!r}")
+    return FAST_CONV_TOL if guess == "qhflow" else TIGHT_CONV_TOL
 
 # QM9 indices divisible by this are never labelled (held out, see FORMAT.md)
 HELD_OUT_EVERY = 50
@@ -74,20 +96,28 @@ def _atoms_of(mol_or_atoms) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 
 def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
-                   grid_level: int = 3, conv_tol: float = 1e-10, max_cycle: int = 100,
-                   verbose: int = 0, with_hinit: bool = False) -> dict:
+                   grid_level: int = 3, conv_tol: float | None = None, max_cycle: int = 100,
+                   verbose: int = 0, with_hinit: bool = False, guess: str = "minao",
+                   conv_tol_grad: float | None = None, model=None) -> dict:
     """Converged KS Fock matrix of one molecule in the labelling protocol.
 
     ``mol_or_atoms``: a ``gto.Mole`` (its geometry, charge and spin; rebuilt in
     ``basis``), an ``ase.Atoms``, an .xyz path, or ``(Z, positions_angstrom)``.
+    ``guess``: ``'minao'`` or ``'qhflow'`` (``model``: a predictor, checkpoint
+    path or None for the shipped weights); ``conv_tol`` and ``conv_tol_grad``
+    default to the guess's protocol (:func:`default_conv_tol`).
     Returns ``Z`` (natm,) int64, ``pos`` (natm, 3) Angstrom, ``fock`` (nao, nao)
     float64 Hartree PySCF order, ``energy`` Hartree, ``cycles`` (``mf.cycles``),
-    ``converged``.  With ``with_hinit``, also ``hinit`` (nao, nao): the MinAO-density
-    Fock matrix of :func:`pyscf_qhflow.hinit.minao_fock`, built on the grids the
-    SCF already made (one more Fock build, no second grid).  Raises
-    ``ValueError`` for charged or open-shell molecules (the shard format holds
-    neutral singlets) and bad geometries.
+    ``converged``, ``scf_init_guess``, ``scf_conv_tol``.  With ``with_hinit``
+    (always with ``guess='qhflow'``, where it is free), also ``hinit`` (nao, nao):
+    the MinAO-density Fock matrix built on the SCF's grids and integrals
+    (:func:`pyscf_qhflow.hinit.hinit_beside`).  Raises ``ValueError`` for
+    charged or open-shell molecules (the shard format holds neutral singlets)
+    and bad geometries.
     """
+    tol, tol_grad = default_conv_tol(guess)
+    conv_tol = tol if conv_tol is None else float(conv_tol)
+    conv_tol_grad = tol_grad if conv_tol_grad is None else float(conv_tol_grad)
     Z, R, charge, spin = _atoms_of(mol_or_atoms)
     check_geometry(R)
     if charge != 0 or spin != 0 or (int(Z.sum()) - charge) % 2:
@@ -97,43 +127,74 @@ def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
                 verbose=verbose)
     mf = protocol_ks(mol, xc=xc, grid_level=grid_level)
     mf.conv_tol = conv_tol
+    if conv_tol_grad is not None:
+        mf.conv_tol_grad = conv_tol_grad
     mf.max_cycle = max_cycle
-    mf.init_guess = "minao"
-    energy = mf.kernel()
+    hinit = None
+    if guess == "qhflow":
+        dm0, hinit = _qhflow_start(mf, mol, xc, grid_level, model)
+        energy = mf.kernel(dm0=dm0)
+    else:
+        mf.init_guess = "minao"
+        energy = mf.kernel()
     fock = np.asarray(mf.get_fock(dm=mf.make_rdm1()))  # [nao, nao]
-    logger.info(mf, "labelled: E = %.10f, %d cycles, converged %s", energy, mf.cycles,
-                mf.converged)
+    logger.info(mf, "labelled from %s: E = %.10f, %d cycles, converged %s", guess, energy,
+                mf.cycles, mf.converged)
     out = {keys.Z: Z, keys.POS: R, keys.FOCK: 0.5 * (fock + fock.T),
            keys.ENERGY: float(energy), "cycles": int(mf.cycles),
-           "converged": bool(mf.converged)}
-    if with_hinit:
+           "converged": bool(mf.converged), "scf_init_guess": guess,
+           "scf_conv_tol": conv_tol}
+    if with_hinit and hinit is None:
         # The SCF's grids were pruned (small_rho_cutoff) with this same MinAO
         # density in its first cycle, exactly as minao_fock() prunes fresh ones.
-        hinit = np.asarray(mf.get_fock(dm=mf.get_init_guess(mol, key="minao")))  # [nao, nao]
-        out[keys.HINIT] = 0.5 * (hinit + hinit.T)
+        hinit, _ = hinit_beside(mf, mol, xc, grid_level)
+    if with_hinit or guess == "qhflow":
+        out[keys.HINIT] = hinit
     return out
+
+
+def _qhflow_start(mf, mol, xc: str, grid_level: int, model) -> tuple[np.ndarray, np.ndarray]:
+    """(starting density, H_init) from the model, H_init built on ``mf``'s grids and integrals."""
+    from ..guess.hook import density_from_fock, prepare, resolve_model
+    hinit, _ = hinit_beside(mf, mol, xc, grid_level)
+    predictor = resolve_model(model=model)
+    layout = prepare(predictor, mol)
+    same_protocol = str(getattr(predictor, "xc", "")).lower() == str(xc).lower()
+    if layout is not None:
+        fock = predictor.predict(mol, hinit=hinit if same_protocol else None,
+                                 layout=layout).fock
+    else:
+        fock = predictor.predict_fock(mol)
+    dm0, _ = density_from_fock(mf, mol, fock)
+    return dm0, hinit
 
 
 # ---------------------------------------------------------------- shard file
 
 def shard_attrs(xc: str = "b3lyp", basis: str = "def2-svp", grid_level: int = 3,
-                conv_tol: float = 1e-10, source: str = "") -> dict:
+                conv_tol: float = 1e-10, source: str = "", guess: str = "minao",
+                conv_tol_grad: float | None = None) -> dict:
     """The file attributes of a shard (the set the shared shards carry)."""
-    return {
+    attrs = {
         "ao_order": "PySCF (spherical; p as px,py,pz)",
         "basis": basis,
         "cart": np.False_,
         "charge": np.int64(0),
         "conv_tol": np.float64(conv_tol),
         "fock_layout": ("per molecule: lower triangle of the nao x nao Fock matrix, row-major "
-                        "(numpy.tril_indices order), float32"),
+                        "(numpy.tril_indices order), float32; hinit likewise"),
+        "init_guess": ("pyscf_qhflow model (warm start); see scf_init_guess" if guess == "qhflow"
+                       else "minao"),
         "grid_level": np.int64(grid_level),
         "pyscf_version": pyscf_version,
         "source": source,
         "spin": np.int64(0),
-        "units": "positions Angstrom; fock, energy Hartree",
+        "units": "positions Angstrom; fock, hinit, energy Hartree",
         "xc": xc,
     }
+    if conv_tol_grad is not None:
+        attrs["conv_tol_grad"] = np.float64(conv_tol_grad)
+    return attrs
 
 
 def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
@@ -142,8 +203,10 @@ def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
 
     Each record (:mod:`pyscf_qhflow.keys`): ``Z``, ``pos`` (Angstrom; the file's
     ``R``), ``fock`` (dense (nao, nao) or its lower triangle), ``energy``,
-    ``cycles``, ``converged``, optional ``qm9_index`` (default -1) and
-    ``smiles`` (default '').  ``attrs`` are the file
+    ``cycles``, ``converged``, optional ``qm9_index`` (default -1), ``smiles``
+    (default ''), ``scf_init_guess`` (default 'minao'), ``scf_conv_tol``
+    (default the file's ``conv_tol``) and ``hinit`` (stored, laid out like
+    ``fock``, when every record has it).  ``attrs`` are the file
     attributes (see :func:`shard_attrs`); ``failures`` (dicts with a ``reason``)
     go to the JSON attribute ``failures``.  Written through
     :func:`~pyscf_qhflow.fileio.atomic_path`, so ``path`` is either absent or complete.
@@ -173,18 +236,28 @@ def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
         "fock_offset": np.concatenate([[0], np.cumsum(ntri)[:-1]]).astype(np.int64)[:n],
         "fock": (np.concatenate(trils) if n else np.zeros(0)).astype(np.float32),
         "energy": np.array([r[keys.ENERGY] for r in records], np.float64),
-        "scf_cycles_minao": np.array([r["cycles"] for r in records], np.int32),
         "converged": np.array([bool(r["converged"]) for r in records], bool),
+        "scf_cycles": np.array([r["cycles"] for r in records], np.int32),
+        "scf_init_guess": np.array([str(r.get("scf_init_guess", "minao")) for r in records],
+                                   dtype=object),
+        "scf_conv_tol": np.array([float(r.get("scf_conv_tol", attrs.get("conv_tol", 1e-10)))
+                                  for r in records], np.float64),
     }
+    if all(r.get("scf_init_guess", "minao") == "minao" for r in records):
+        # the name shards 000-005 use (FORMAT.md), for readers of the old layout
+        data["scf_cycles_minao"] = data["scf_cycles"].copy()
+    if n and all(keys.HINIT in r for r in records):
+        data["hinit"] = np.concatenate([dense_to_tril(np.asarray(r[keys.HINIT]))
+                                        for r in records]).astype(np.float32)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for k, v in attrs.items():
                 f.attrs[k] = v
             f.attrs["failures"] = json.dumps(list(failures))
             for name, values in data.items():
-                if name == "smiles":
+                if name in ("smiles", "scf_init_guess"):
                     f.create_dataset(name, data=values, dtype=h5py.string_dtype("utf-8"))
-                elif name == "fock" and values.size:
+                elif name in ("fock", "hinit") and values.size:
                     f.create_dataset(name, data=values, compression="gzip")
                 else:
                     f.create_dataset(name, data=values)
@@ -325,22 +398,22 @@ def _manifest(specs, protocol, shard_size, prefix) -> dict:
 
 def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
                     xc: str = "b3lyp", basis: str = "def2-svp", grid_level: int = 3,
-                    conv_tol: float = 1e-10, max_cycle: int = 100, shard_size: int = 50,
+                    conv_tol: float | None = None, max_cycle: int = 100, shard_size: int = 50,
                     shard: tuple[int, int] = (0, 1), jobs: int = 1, prefix: str | None = None,
-                    source: str = "", progress: bool = True,
-                    hinit_cache_dir: str | os.PathLike | None = None,
-                    fill_hinit: bool = True) -> dict:
+                    source: str = "", progress: bool = True, store_hinit: bool = True,
+                    guess: str = "minao", conv_tol_grad: float | None = None,
+                    model: str | None = None) -> dict:
     """Label ``specs`` into shards ``{prefix}_{k:03d}.h5`` of ``out_dir``, resumably.
 
     Shard k holds ``specs[k*shard_size : (k+1)*shard_size]``.  Shards already
     present are skipped; ``shard=(i, N)`` handles only shards with
     ``k % N == i`` (job arrays).  ``manifest.json`` in ``out_dir`` pins the
     molecule list and protocol; a rerun with a different one is refused.
-    ``fill_hinit``: also compute each molecule's H_init on the SCF's own grids
-    and write it to the H_init cache (``hinit_cache_dir``, default
-    :func:`~pyscf_qhflow.data.hinit_cache.default_cache_dir`) when its shard is
-    written, so training needs no separate
-    :func:`~pyscf_qhflow.data.hinit_cache.precompute_hinit` pass.
+    ``store_hinit``: also build each molecule's H_init on the SCF's own grids
+    and store it in the shard (dataset ``hinit``), so training builds nothing.
+    ``guess``, ``conv_tol``, ``conv_tol_grad``, ``model``: the start and
+    tolerances of :func:`label_molecule` (``model``: a checkpoint path, or None
+    for the shipped weights; each worker loads it once).
     Returns counts: ``shards_written``, ``shards_skipped``, ``labelled``, ``failed``,
     ``unconverged``.
     """
@@ -353,8 +426,12 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     if prefix is None:
         prefix = f"qm9_{_file_token(xc)}_{_file_token(basis)}"
+    tol, tol_grad = default_conv_tol(guess)
+    conv_tol = tol if conv_tol is None else float(conv_tol)
+    conv_tol_grad = tol_grad if conv_tol_grad is None else float(conv_tol_grad)
     protocol = {"xc": xc, "basis": basis, "grid_level": grid_level, "conv_tol": conv_tol,
-                "max_cycle": max_cycle}
+                "max_cycle": max_cycle, "guess": guess, "conv_tol_grad": conv_tol_grad,
+                "model": None if model is None else str(model)}
     manifest = _manifest(specs, protocol, shard_size, prefix)
     mpath = out / "manifest.json"
     if mpath.exists():
@@ -372,7 +449,7 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
     counts = {"shards_written": 0, "shards_skipped": len(mine) - len(pending),
               "labelled": 0, "failed": 0, "unconverged": 0}
     todo = [(k, s) for k in pending for s in specs[k * shard_size:(k + 1) * shard_size]]
-    attrs = shard_attrs(xc, basis, grid_level, conv_tol, source)
+    attrs = shard_attrs(xc, basis, grid_level, conv_tol, source, guess, conv_tol_grad)
     bar = tqdm(total=len(todo), desc="label", unit="mol", disable=not progress)
     pool = None
     if jobs > 1:
@@ -380,20 +457,16 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
             jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
             initargs=(max(1, (os.cpu_count() or 1) // jobs),))
         results = pool.map(_label_task, [s for _, s in todo], [protocol] * len(todo),
-                           [fill_hinit] * len(todo))
+                           [store_hinit] * len(todo))
     else:
-        results = (_label_task(s, protocol, fill_hinit) for _, s in todo)
-    hinit_dir = None
-    if fill_hinit:
-        hinit_dir = Path(hinit_cache_dir) if hinit_cache_dir else default_cache_dir()
+        results = (_label_task(s, protocol, store_hinit) for _, s in todo)
     try:
         done: dict[int, list] = {}
         for (k, _), res in zip(todo, results):
             done.setdefault(k, []).append(res)
             bar.update(1)
             if len(done[k]) == len(specs[k * shard_size:(k + 1) * shard_size]):
-                _finish_shard(out / f"{prefix}_{k:03d}.h5", done.pop(k), attrs, counts,
-                              hinit_dir)
+                _finish_shard(out / f"{prefix}_{k:03d}.h5", done.pop(k), attrs, counts)
     finally:
         bar.close()
         if pool is not None:
@@ -401,8 +474,7 @@ def label_to_shards(specs: Sequence[MoleculeSpec], out_dir: str | os.PathLike,
     return counts
 
 
-def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict,
-                  hinit_dir: Path | None = None) -> None:
+def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict) -> None:
     records = [r for r in results if "error" not in r]
     # entries of the shard's JSON attribute ``failures`` (FORMAT.md)
     failures = [{"name": r["name"], "qm9_index": r[keys.QM9_INDEX], "reason": r["error"]}
@@ -411,11 +483,6 @@ def _finish_shard(path: Path, results: list[dict], attrs: dict, counts: dict,
                   "reason": f"SCF not converged in {r['cycles']} cycles (kept, converged=False)"}
                  for r in records if not r["converged"]]
     write_shard(path, records, attrs, failures)
-    if hinit_dir is not None and records:
-        # after the shard exists: the side file is tied to its size and geometry digest
-        cache = HInitCache(path, hinit_dir, xc=str(attrs["xc"]), basis=str(attrs["basis"]),
-                           grid_level=int(attrs["grid_level"]))
-        cache.put({j: dense_to_tril(r[keys.HINIT]) for j, r in enumerate(records)})
     counts["shards_written"] += 1
     counts["labelled"] += len(records)
     counts["failed"] += sum("error" in r for r in results)

@@ -40,7 +40,7 @@ from .. import config
 from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
 from ..hinit import hinit_beside
 
-__all__ = ["resolve_model", "predict_fock", "init_guess_by_qhflow", "register", "GUESS_KEY"]
+__all__ = ["resolve_model", "predict_fock", "prepare", "density_from_fock", "init_guess_by_qhflow", "register", "GUESS_KEY"]
 
 GUESS_KEY = "qhflow"
 
@@ -140,7 +140,7 @@ def _checked_fock(fock, mol) -> np.ndarray:
     return 0.5 * (fock + fock.T)
 
 
-def _density_from_fock(mf, mol, fock: np.ndarray):
+def density_from_fock(mf, mol, fock: np.ndarray):
     """Guess density from a spatial Fock matrix, through the SCF object's own methods."""
     s1e = mf.get_ovlp(mol)
     dm_ndim = _dm_ndim(mf)
@@ -267,7 +267,7 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     _log_protocol_differences(mf, model, mol_model)
 
     if mol_model is None:
-        dm, nelec_guess = _density_from_fock(mf, mol, fock)
+        dm, nelec_guess = density_from_fock(mf, mol, fock)
     else:
         dm, nelec_guess = _projected_density(mf, mol, mol_model, fock)
     if abs(nelec_guess - mol.nelectron) > 1e-6:
