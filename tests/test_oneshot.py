@@ -136,3 +136,28 @@ def test_cli_reports_a_missing_model(command, tmp_path, capsys):
     missing = tmp_path / "missing.pt"
     assert main([command, str(EXAMPLES / "water.xyz"), "--model", str(missing)]) == 2
     assert capsys.readouterr().out.strip() == f"qhflow {command}: no checkpoint file at {missing}"
+
+
+def test_sharing_the_grid_and_integrals_leaves_energy_and_forces_unchanged(water):
+    """oneshot builds H_init on mf's grid and in-core integrals and reuses them; a
+    predictor that cannot take H_init builds its own. Both give the same numbers."""
+    from pyscf_qhflow.guess.predictor import Predictor
+    from pyscf_qhflow.hinit import minao_fock
+    from pyscf_qhflow.model import QHFlowModel
+
+    predictor = Predictor(QHFlowModel.from_config("tiny", seed=0).double())
+    hinit = minao_fock(water)
+
+    class OwnHinit:  # takes no hinit: oneshot cannot share anything with it
+        name, xc, basis = "own-hinit", predictor.xc, predictor.basis
+
+        def predict_fock(self, mol):
+            return predictor.predict_fock(mol, hinit=hinit)
+
+    shared_mf = dft.RKS(water, xc="b3lyp")  # grid level 3: the protocol's
+    shared = oneshot(shared_mf, model=predictor)
+    assert shared_mf._eri is not None and shared_mf.grids.coords is not None  # kept
+    alone = oneshot(dft.RKS(water, xc="b3lyp"), model=OwnHinit())
+    assert abs(shared.e_tot - alone.e_tot) < 1e-10
+    assert abs(shared.e_harris - alone.e_harris) < 1e-10
+    np.testing.assert_allclose(shared.grad, alone.grad, rtol=0, atol=1e-8)
