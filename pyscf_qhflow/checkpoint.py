@@ -25,7 +25,7 @@ from .fileio import atomic_path
 
 __all__ = ["CheckpointError", "FORMAT", "DEFAULT_WEIGHTS", "tensor_digest",
            "save_checkpoint", "read_checkpoint", "update_checkpoint", "load_model",
-           "resolve_weights_path", "card_path", "read_card",
+           "resolve_weights_path", "card_path", "read_card", "write_card",
            "save_training_state", "load_training_state"]
 
 FORMAT = "pyscf-qhflow-checkpoint"
@@ -216,6 +216,20 @@ def read_card(weights: str | Path, stored: dict) -> dict:
                               f"{card.get('sha256')}, the weights beside it are "
                               f"{stored.get('sha256')}")
     return card
+
+
+def write_card(weights: str | Path, updates: dict) -> Path:
+    """Write the card file beside ``weights``: the current card with ``updates`` merged in.
+
+    The tensors' sha256 is copied from the weights (never from ``updates``), so
+    the card can only describe the file it sits beside.  Returns the card path.
+    """
+    from .fileio import atomic_write_text
+    obj = read_checkpoint(weights)
+    card = {**read_card(weights, obj["card"]), **updates, "sha256": obj["card"]["sha256"]}
+    path = card_path(Path(weights).resolve())
+    atomic_write_text(path, json.dumps(card, indent=1, sort_keys=False) + "\n")
+    return path
 
 
 def save_training_state(path: str | Path, state: dict) -> None:

@@ -158,3 +158,22 @@ def test_set_default_model_from_path(saved, water):
         assert f.shape == (water.nao, water.nao)
     finally:
         config.default_model = old
+
+
+def test_card_file_beside_the_weights_updates_the_card_not_the_tensors(saved, tmp_path):
+    import json
+    import shutil
+
+    from pyscf_qhflow.checkpoint import card_path, write_card
+    path = tmp_path / "m.pt"
+    shutil.copy(saved[0], path)
+    written = write_card(path, {"metrics": {"test_h_mae_uha": 99.0}, "sha256": "forged"})
+    assert written == card_path(path) == tmp_path / "m.card.json"
+    model = load_model(path, device="cpu")
+    assert model.card["metrics"] == {"test_h_mae_uha": 99.0} and model.card["steps"] == 7
+    assert model.card["sha256"] == saved[1]["sha256"]  # the card cannot claim other tensors
+    bad = json.loads(written.read_text())
+    bad["sha256"] = "0" * 64
+    written.write_text(json.dumps(bad))
+    with pytest.raises(CheckpointError, match="card describes tensors"):
+        load_model(path, device="cpu")
