@@ -308,3 +308,38 @@ def test_model_guess_with_shared_hinit_equals_its_own(water):
     f = Predictor(model).predict_fock(water)  # H_init built by the predictor itself
     e, c = mf.eig(f, mf.get_ovlp())
     np.testing.assert_allclose(dm, mf.make_rdm1(c, mf.get_occ(e, c)), atol=1e-8)
+
+
+def test_one_guess_checks_input_support_and_layout_once(water, monkeypatch):
+    """The hook prepares the molecule once and hands the layout to the predictor."""
+    from pyscf_qhflow.aolayout import MolLayout
+    from pyscf_qhflow.guess import hook, predictor
+    from pyscf_qhflow.guess.predictor import Predictor
+    from pyscf_qhflow.model import QHFlowModel
+
+    calls = {"check_input": 0, "from_mol": 0, "prepare": 0}
+    real_check, real_from_mol = hook.check_input, MolLayout.from_mol.__func__
+    real_prepare = Predictor.prepare
+
+    def counting_check(mol):
+        calls["check_input"] += 1
+        return real_check(mol)
+
+    def counting_from_mol(cls, mol, basis_layout=None):
+        calls["from_mol"] += 1
+        return real_from_mol(cls, mol, basis_layout)
+
+    def counting_prepare(self, mol):
+        calls["prepare"] += 1
+        return real_prepare(self, mol)
+
+    monkeypatch.setattr(hook, "check_input", counting_check)
+    monkeypatch.setattr(predictor, "check_input", counting_check)
+    monkeypatch.setattr(MolLayout, "from_mol", classmethod(counting_from_mol))
+    monkeypatch.setattr(Predictor, "prepare", counting_prepare)
+    mf = dft.RKS(water, xc="b3lyp")
+    mf.grids.level = 1
+    mf.qhflow_model = QHFlowModel.from_config("tiny", seed=0)
+    mf.get_init_guess(key="qhflow")
+    assert mf.qhflow_info["used"]
+    assert calls == {"check_input": 1, "from_mol": 1, "prepare": 1}

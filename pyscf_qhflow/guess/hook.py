@@ -239,7 +239,6 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     config.check()
     if mol is None:
         mol = mf.mol
-    check_input(mol)
     model = resolve_model(mf, model)
     name = _model_name(model)
     # a model trained in another basis predicts in its own basis; the density is projected
