@@ -56,13 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", nargs="+", required=True)
     ap.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--start", type=int, default=0,
+                    help="skip the first N of the --limit list (parallel processes, each "
+                         "with its own --out; summarize them with --summarize)")
+    ap.add_argument("--summarize", nargs="+", default=None, metavar="CSV",
+                    help="only print the summary of these fast_labels.csv files")
     ap.add_argument("--model", default=None, help="checkpoint (default: shipped weights)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.summarize:
+        rows = [r for path in args.summarize for r in read_rows(Path(path))]
+        print(summarize(rows))
+        return 0
     lib.num_threads(1)
 
     ds = ShardDataset(_tight_shards(find_shards(args.shards)))
-    indices = split_indices(ds, args.split, args.limit)
+    indices = split_indices(ds, args.split, args.limit)[args.start:]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "fast_labels.csv"
