@@ -107,16 +107,16 @@ def test_shipped_model_on_ethanol_needs_no_raise_and_the_hook_reports_it(ethanol
 def test_the_log_says_when_tau_was_raised_and_warns_when_h_init_is_used(water):
     import io
 
-    from pyscf_qhflow.guess.predictor import _log_guard
+    from pyscf_qhflow.guess.gap_guard import log_guard_report
     mol = water.copy()
     mol.stdout, mol.verbose = io.StringIO(), 4
-    _log_guard(mol, {"raised": False, "tau": 0.01, "taus_tried": [0.01]})
+    log_guard_report(mol, {"raised": False, "tau": 0.01, "taus_tried": [0.01]})
     assert mol.stdout.getvalue() == ""
-    _log_guard(mol, {"raised": True, "tau": 0.03, "taus_tried": [0.01, 0.03],
+    log_guard_report(mol, {"raised": True, "tau": 0.03, "taus_tried": [0.01, 0.03],
                      "gap": 0.185, "gap_hinit": 0.179})
     assert "tau raised to 0.03 (gap 185.0 mHa, H_init gap 179.0 mHa)" in mol.stdout.getvalue()
     with pytest.warns(pyscf_qhflow.QHFlowGuessWarning, match="H_init alone"):
-        _log_guard(mol, {"raised": True, "tau": np.inf, "taus_tried": [0.01, 0.81],
+        log_guard_report(mol, {"raised": True, "tau": np.inf, "taus_tried": [0.01, 0.81],
                          "gap": 0.179, "gap_hinit": 0.179})
     assert "WARN" in mol.stdout.getvalue() and "H_init alone" in mol.stdout.getvalue()
 

@@ -24,12 +24,16 @@ the choice of ``tau``, and the prediction, stay equivariant.
 """
 from __future__ import annotations
 
-import numpy as np
+import warnings
 
+import numpy as np
+from pyscf.lib import logger
+
+from ..errors import QHFlowGuessWarning
 from .overlap_damping import damp_residual
 
 __all__ = ["DEFAULT_MIN_GAP_RATIO", "MAX_TAU", "neutral_nocc", "homo_lumo_gap",
-           "guarded_fock"]
+           "guarded_fock", "log_guard_report"]
 
 DEFAULT_MIN_GAP_RATIO = 0.5
 MAX_TAU = 1.0
@@ -100,3 +104,22 @@ def guarded_fock(hinit: np.ndarray, residual: np.ndarray, overlap: np.ndarray, n
             return fock, {**report, "tau": t, "gap": gap, "raised": t != tau}
     return np.array(hinit, dtype=np.float64), {**report, "tau": float("inf"),
                                                "gap": gap_hinit, "raised": True}
+
+
+def log_guard_report(mol, report: dict) -> None:
+    """Log a :func:`guarded_fock` report at ``mol``'s verbosity: info when tau was raised,
+    a warning (and a :class:`~pyscf_qhflow.errors.QHFlowGuessWarning`) when the
+    residual was removed; nothing when the guard did not act."""
+    if not report["raised"]:
+        return
+    gaps = f"H_init gap {report['gap_hinit'] * 1e3:.1f} mHa"
+    if np.isinf(report["tau"]):
+        msg = (f"qhflow gap guard: no overlap damping up to tau = {report['taus_tried'][-1]:g} "
+               f"gives a plausible HOMO-LUMO gap ({gaps}); the guess is H_init alone "
+               "(MinAO-density Fock)")
+        warnings.warn(msg, QHFlowGuessWarning, stacklevel=4)
+        logger.warn(mol, msg)
+    else:
+        logger.info(mol, "qhflow gap guard: predicted gap too small at tau = %g; tau raised "
+                    "to %g (gap %.1f mHa, %s)", report["taus_tried"][0], report["tau"],
+                    report["gap"] * 1e3, gaps)

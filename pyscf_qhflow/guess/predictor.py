@@ -34,7 +34,6 @@ is the *predictor protocol* the SCF hook accepts from any object.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,8 +45,8 @@ from .. import hinit as hinit_builder
 from .. import keys
 from ..aolayout import MolLayout
 from ..batching import make_batch, unbatch_fock
-from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
-from .gap_guard import guarded_fock, neutral_nocc
+from ..errors import UnsupportedMoleculeError, check_input
+from .gap_guard import guarded_fock, log_guard_report, neutral_nocc
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -215,27 +214,10 @@ class Predictor:
             r = np.asarray(r, dtype=np.float64)
             f, report = guarded_fock(h, r, s, neutral_nocc(mol), self.overlap_damping,
                                      self.min_gap_ratio)
-            _log_guard(mol, report)
+            log_guard_report(mol, report)
             fock = np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64)
             predictions.append(Prediction(fock, r, h, s, report, timings))
         lap("assemble")
         logger.debug(mols[0], "qhflow predict (%d molecules, model %s): %s", len(mols),
                      self.name, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
         return predictions
-
-
-def _log_guard(mol: gto.Mole, report: dict) -> None:
-    """Say when the gap guard had to raise tau, and loudly when it removed the residual."""
-    if not report["raised"]:
-        return
-    gaps = f"H_init gap {report['gap_hinit'] * 1e3:.1f} mHa"
-    if np.isinf(report["tau"]):
-        msg = (f"qhflow gap guard: no overlap damping up to tau = {report['taus_tried'][-1]:g} "
-               f"gives a plausible HOMO-LUMO gap ({gaps}); the guess is H_init alone "
-               "(MinAO-density Fock)")
-        warnings.warn(msg, QHFlowGuessWarning, stacklevel=4)
-        logger.warn(mol, msg)
-    else:
-        logger.info(mol, "qhflow gap guard: predicted gap too small at tau = %g; tau raised "
-                    "to %g (gap %.1f mHa, %s)", report["taus_tried"][0], report["tau"],
-                    report["gap"] * 1e3, gaps)
