@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.summarize:
-        rows = [r for path in args.summarize for r in read_rows(Path(path))]
+        by_name = {r["molecule"]: r for path in args.summarize for r in read_rows(Path(path))}
+        rows = list(by_name.values())  # a molecule run by two processes counts once
         print(summarize(rows))
         return 0
     lib.num_threads(1)
