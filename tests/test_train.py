@@ -202,6 +202,27 @@ def test_resume_continues_exactly(records, tmp_path):
         fit(tiny_model(), records, None, tmp_path / "c", cfg, resume=True)
 
 
+def test_resume_accepts_older_state_layouts_and_keeps_the_runs_inference_options(records,
+                                                                                  tmp_path):
+    """A state.pt written before residual_range was removed (it stored null) and with the
+    run's own tau resumes into a model built from the bare preset, with that tau."""
+    from pyscf_qhflow.checkpoint import load_training_state, save_training_state
+    cfg = _cfg(steps=4, val_every=100)
+    fit(tiny_model(), records, None, tmp_path, cfg)
+    state = load_training_state(tmp_path / "state.pt")
+    state.pop("format")
+    state["model_config"] = {**state["model_config"], "residual_range": None,
+                             "overlap_damping": 0.01}
+    save_training_state(tmp_path / "state.pt", state)
+    resumed = tiny_model(seed=5)
+    fit(resumed, records, None, tmp_path, _cfg(steps=6, val_every=100), resume=True)
+    assert resumed.config.overlap_damping == 0.01
+    other = tiny_model()
+    other.config = dataclasses.replace(other.config, name="another")
+    with pytest.raises(ValueError, match="saved for model config"):
+        fit(other, records, None, tmp_path, _cfg(steps=8, val_every=100), resume=True)
+
+
 def test_single_process_never_touches_torch_distributed(records, tmp_path, monkeypatch):
     import torch.distributed as dist
 

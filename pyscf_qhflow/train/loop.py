@@ -513,9 +513,16 @@ def _setup(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConf
 def _resume(run: _Run) -> None:
     """Load weights, EMA, optimizer, schedule, step and best score from ``state.pt``."""
     state = load_training_state(run.state_path)
-    if state["model_config"] != run.model.config.to_dict():
-        raise ValueError(f"{run.state_path}: saved for model config {state['model_config']}, "
-                         f"not {run.model.config.to_dict()}")
+    from ..model import ModelConfig
+    saved = ModelConfig.from_dict(state["model_config"])  # normalises older layouts
+    here = run.model.config
+    # the network, flow and protocol must match; inference-only options (tau, gap
+    # guard) are the run's own, so a --config preset or --init-from may differ there
+    if (saved.net, saved.flow, saved.protocol, saved.name) != (
+            here.net, here.flow, here.protocol, here.name):
+        raise ValueError(f"{run.state_path}: saved for model config {saved.to_dict()}, "
+                         f"not {here.to_dict()}")
+    run.model.config = saved
     run.model.load_state_dict(state["model"])
     run.ema.load_state_dict(state["ema"])
     run.opt.load_state_dict(state["optimizer"])
