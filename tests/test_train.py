@@ -214,9 +214,12 @@ def test_resume_accepts_older_state_layouts_and_keeps_the_runs_inference_options
     state["model_config"] = {**state["model_config"], "residual_range": None,
                              "overlap_damping": 0.01}
     save_training_state(tmp_path / "state.pt", state)
+    (tmp_path / "best.pt").unlink()  # rewritten at the end from the EMA copy of the model
     resumed = tiny_model(seed=5)
     fit(resumed, records, None, tmp_path, _cfg(steps=6, val_every=100), resume=True)
     assert resumed.config.overlap_damping == 0.01
+    from pyscf_qhflow.checkpoint import read_checkpoint
+    assert read_checkpoint(tmp_path / "best.pt")["config"]["overlap_damping"] == 0.01
     other = tiny_model()
     other.config = dataclasses.replace(other.config, name="another")
     with pytest.raises(ValueError, match="saved for model config"):

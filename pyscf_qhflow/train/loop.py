@@ -522,7 +522,7 @@ def _resume(run: _Run) -> None:
             here.net, here.flow, here.protocol, here.name):
         raise ValueError(f"{run.state_path}: saved for model config {saved.to_dict()}, "
                          f"not {here.to_dict()}")
-    run.model.config = saved
+    run.model.config = run.ema.module.config = saved  # best.pt is written from the EMA copy
     run.model.load_state_dict(state["model"])
     run.ema.load_state_dict(state["ema"])
     run.opt.load_state_dict(state["optimizer"])
