@@ -26,10 +26,11 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from pyscf import gto
 from tqdm.auto import tqdm
 
+from . import keys
 from .benchmark import fock_metrics
+from .data.shardfile import build_mol
 from .guess.gap_guard import guarded_fock, homo_lumo_gap, neutral_nocc
 from .guess.overlap_damping import damp_residual
 from .guess.predictor import Predictor
@@ -47,11 +48,6 @@ def raw_predictor(model) -> Predictor:
     return Predictor(model, overlap_damping=0.0, min_gap_ratio=0.0)
 
 
-def _shard_mol(rec: dict, basis: str) -> gto.Mole:
-    return gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])], basis=basis,
-                 unit="Angstrom", verbose=0)
-
-
 def damping_rows(dataset, indices, model, taus=DAMPING_GRID, progress: bool = True
                  ) -> list[dict]:
     """One row per (molecule, tau), plus the H_init baseline (``tau = 'hinit'``)."""
@@ -59,7 +55,7 @@ def damping_rows(dataset, indices, model, taus=DAMPING_GRID, progress: bool = Tr
     rows = []
     for i in tqdm(list(indices), desc="damping", disable=not progress):
         rec = dataset[i]
-        mol = _shard_mol(rec, raw.basis)
+        mol = build_mol(rec[keys.Z], rec[keys.POS], raw.basis)
         pred = raw.predict(mol, hinit=rec["hinit"])
         nocc = mol.nelectron // 2
         name = f"qm9_{int(rec['qm9_index'])}"

@@ -39,11 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="output directory (CSV and table)")
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
+def _report(out: Path, stem: str, rows: list[dict], text: str) -> None:
+    """``OUT/STEM.csv`` (one row per molecule and setting), ``OUT/STEM.md`` and the terminal."""
+    with (out / f"{stem}.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    (out / f"{stem}.md").write_text(text)
+    print(text)
+
+
+def _shard_dataset(shards: list[str]):
+    """Labelled shards as a dataset whose records carry H_init."""
+    from ..data.dataset import ShardDataset
+    from ..data.shardfile import find_shards
+    return ShardDataset(find_shards(shards), with_hinit=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,21 +70,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_damping(args, model, out: Path, t0: float) -> int:
     from ..checkpoint import update_checkpoint
-    from ..data.dataset import ShardDataset
-    from ..data.shardfile import find_shards
-    from ..data.splits import split_indices
     from ..tune import DAMPING_GRID, choose_damping, damping_rows, damping_table
 
-    ds = ShardDataset(find_shards(args.shards), with_hinit=True)
+    from ..data.splits import split_indices
+    ds = _shard_dataset(args.shards)
     indices = split_indices(ds, args.split, args.limit)
     rows = damping_rows(ds, indices, model, args.taus or DAMPING_GRID)
-    _write_csv(out / "damping.csv", rows)
     best = choose_damping(rows)
-    text = (f"{args.split} split, {len(indices)} molecules, model {args.model} "
+    _report(out, "damping", rows,
+            f"{args.split} split, {len(indices)} molecules, model {args.model} "
             f"({time.perf_counter() - t0:.0f} s)\n\n{damping_table(rows)}\n\n"
             f"lowest mean density error: tau = {best:g}\n")
-    (out / "damping.md").write_text(text)
-    print(text)
     if args.write:
         update_checkpoint(args.write, config={"overlap_damping": best},
                           card={"overlap_damping": {
@@ -87,23 +93,20 @@ def _run_damping(args, model, out: Path, t0: float) -> int:
 
 
 def _run_gap_guard(args, model, out: Path, t0: float) -> int:
-    from pyscf import gto
-
+    from .. import keys
+    from ..data.shardfile import build_mol
     from ..guess.predictor import Predictor
     from ..scfrun import load_molecule
     from ..tune import gap_rows, gap_table
 
     molecules = []
     if args.shards:
-        from ..data.dataset import ShardDataset
-        from ..data.shardfile import find_shards
         from ..data.splits import split_indices
-        ds = ShardDataset(find_shards(args.shards), with_hinit=True)
+        ds = _shard_dataset(args.shards)
         for split in args.splits:
             for i in split_indices(ds, split, args.limit):
                 rec = ds[i]
-                mol = gto.M(atom=[(int(z), r) for z, r in zip(rec["Z"], rec["pos"])],
-                            basis=model.basis, unit="Angstrom", verbose=0)
+                mol = build_mol(rec[keys.Z], rec[keys.POS], model.basis)
                 molecules.append((f"QM9 {split}", f"qm9_{int(rec['qm9_index'])}", mol,
                                   rec["hinit"], rec["fock"]))
     for item in args.xyz:
@@ -115,11 +118,9 @@ def _run_gap_guard(args, model, out: Path, t0: float) -> int:
         print("qhflow tune gap-guard: no molecules given (--shards or --xyz)")
         return 2
     rows = gap_rows(molecules, model)
-    _write_csv(out / "gap_guard.csv", rows)
     stored = Predictor(model)
-    text = (f"model {args.model} (tau = {stored.overlap_damping:g}, min_gap_ratio = "
+    _report(out, "gap_guard", rows,
+            f"model {args.model} (tau = {stored.overlap_damping:g}, min_gap_ratio = "
             f"{stored.min_gap_ratio:g}); {time.perf_counter() - t0:.0f} s\n\n"
             f"{gap_table(rows, stored.overlap_damping)}\n")
-    (out / "gap_guard.md").write_text(text)
-    print(text)
     return 0
