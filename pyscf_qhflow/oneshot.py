@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .guess.hook import _checked_fock, _hinit_for_guess, prepare, resolve_model
+from .guess.hook import predict_beside, prepare, resolve_model
 
 __all__ = ["OneShotResult", "orbitals_from_fock", "oneshot"]
 
@@ -92,14 +92,7 @@ def oneshot(mf, forces: bool = True, model=None) -> OneShotResult:
     timings = {}
     t0 = time.perf_counter()
     # H_init on mf's own grids and integrals, which the energy and gradient reuse
-    hinit, _ = _hinit_for_guess(mf, mol, model)
-    if layout is not None:
-        fock = model.predict(mol, hinit=hinit, layout=layout).fock
-    elif hinit is not None:
-        fock = model.predict_fock(mol, hinit=hinit)
-    else:
-        fock = model.predict_fock(mol)
-    fock = _checked_fock(fock, mol)
+    fock, _, _ = predict_beside(mf, mol, model, layout)
     timings["inference"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

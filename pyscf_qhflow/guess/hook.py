@@ -40,7 +40,7 @@ from .. import config
 from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
 from ..hinit import hinit_beside
 
-__all__ = ["resolve_model", "predict_fock", "prepare", "density_from_fock", "init_guess_by_qhflow", "register", "GUESS_KEY"]
+__all__ = ["resolve_model", "predict_fock", "prepare", "predict_beside", "density_from_fock", "init_guess_by_qhflow", "register", "GUESS_KEY"]
 
 GUESS_KEY = "qhflow"
 
@@ -192,6 +192,24 @@ def _projected_density(mf, mol, mol_model, fock_model: np.ndarray):
     return dm, nelec_guess
 
 
+def predict_beside(mf, mol, model, layout=None, share: bool = True):
+    """The predicted Fock matrix of ``mol`` for the SCF object ``mf``, checked and symmetric.
+
+    ``layout``: from :func:`prepare` (``None`` for a predictor without one).
+    With ``share``, H_init is built on ``mf``'s grids and in-core integrals
+    (:func:`_hinit_for_guess`), which the SCF or one-shot evaluation then
+    reuses.  Returns ``(fock, gap-guard report or None, what was shared)``.
+    """
+    hinit, shared = _hinit_for_guess(mf, mol, model) if share else (None, [])
+    if layout is not None:
+        prediction = model.predict(mol, hinit=hinit, layout=layout)
+        fock, guard = prediction.fock, prediction.guard
+    else:
+        fock = model.predict_fock(mol) if hinit is None else model.predict_fock(mol, hinit=hinit)
+        guard = None
+    return _checked_fock(fock, mol), guard, shared
+
+
 def _hinit_for_guess(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
     """H_init beside ``mf`` (:func:`pyscf_qhflow.hinit.hinit_beside`) when the predictor takes one.
 
@@ -247,16 +265,8 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     try:
         layout = prepare(model, target)
         t0 = time.perf_counter()
-        hinit, hinit_shared = (_hinit_for_guess(mf, mol, model) if mol_model is None
-                               else (None, []))
-        if layout is not None:
-            prediction = model.predict(target, hinit=hinit, layout=layout)
-            fock, guard = prediction.fock, prediction.guard
-        else:
-            fock = (model.predict_fock(target) if hinit is None
-                    else model.predict_fock(target, hinit=hinit))
-            guard = None
-        fock = _checked_fock(fock, target)
+        fock, guard, hinit_shared = predict_beside(mf, target, model, layout,
+                                                   share=mol_model is None)
         inference_s = time.perf_counter() - t0
     except UnsupportedMoleculeError as err:
         reason = str(err)
