@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="total charge; the electron count must be even (RKS/RHF)")
     parser.add_argument("--grid-level", type=int, default=3)
     parser.add_argument("--no-forces", action="store_true", help="energies only")
+    parser.add_argument("--gradient-jk", choices=("df", "exact"), default="df",
+                        help="J/K derivatives of the gradient: density fitted (default, about "
+                             "twice as fast, < 1 meV/Angstrom from exact) or exact")
     parser.add_argument("--compare-scf", action="store_true",
                         help="also run the SCF (from the qhflow guess) and print the errors")
     add_model_arguments(parser)
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                   "closed shell (RKS/RHF)")
             return 2
         res = oneshot(make_scf(mol, args.xc, args.grid_level), forces=not args.no_forces,
-                      model=model)
+                      model=model, gradient_jk=args.gradient_jk)
         print(f"\n{path}: {mol.natm} atoms, {mol.nao} AOs, {args.xc}/{args.basis}, "
               f"model {getattr(model, 'name', '?')}")
         width_mev = (res.e_tot - res.e_harris) * HARTREE_MEV
