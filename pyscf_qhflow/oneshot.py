@@ -37,8 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .guess.hook import predict_beside, prepare, resolve_model
+from .uncertainty import (EnergyUncertainty, calibration_for, closed_shell_density,
+                          density_spread, energy_uncertainty, orbital_gradient_sq,
+                          sample_energy_spread)
 
-__all__ = ["GRADIENT_JK", "OneShotResult", "gradient_method", "orbitals_from_fock", "oneshot"]
+__all__ = ["GRADIENT_JK", "OneShotResult", "gradient_at", "gradient_method", "orbitals_from_fock", "oneshot"]
 
 
 @dataclass
@@ -51,6 +54,13 @@ class OneShotResult:
     mo_occ: np.ndarray
     dm: np.ndarray
     timings: dict = field(default_factory=dict)  # seconds: inference, energy, gradient
+    uncertainty: EnergyUncertainty | None = None  # calibrated half-widths, Hartree
+    fock: np.ndarray | None = None  # F[D], the Fock matrix at the predicted density
+
+    @property
+    def e_tot_uncertainty(self) -> float | None:
+        """68% half-width (Hartree) around ``e_tot`` (``None`` when not computed)."""
+        return None if self.uncertainty is None else self.uncertainty.e_tot
 
     @property
     def e_mid(self) -> float:
@@ -102,7 +112,9 @@ def gradient_method(mf, gradient_jk: str = "df"):
     return mf.density_fit().nuc_grad_method()
 
 
-def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df") -> OneShotResult:
+def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df",
+            num_samples: int | None = None, seed: int = 0,
+            uncertainty_signal: str | None = None) -> OneShotResult:
     """Energy (and gradient) of an RKS/RHF object at the model's predicted density.
 
     The grid, the in-core integrals and H_init are built once, on ``mf``
@@ -110,6 +122,12 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df") -> One
     the energy and the gradient. ``gradient_jk`` chooses exact or
     density-fitted J/K derivatives for the gradient (:func:`gradient_method`);
     the energies are never fitted.
+
+    ``num_samples`` flow samples from prior draws seeded with ``seed`` (one
+    network batch; default: the calibration's K, 0 for predictors without
+    ``sample_focks``) give the ``samples`` signal; ``uncertainty_signal``
+    picks the signal the error bars are scaled from (default: the
+    calibration's, see :mod:`pyscf_qhflow.uncertainty`).
     """
     from pyscf.scf import hf
     if not isinstance(mf, hf.RHF):
@@ -119,10 +137,14 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df") -> One
     mol = mf.mol
     model = resolve_model(mf, model)
     layout = prepare(model, mol)  # input, support and AO layout, once
+    calibration, calibrated = calibration_for(model)
+    if num_samples is None:
+        num_samples = int(calibration.get("num_samples", 0))
     timings = {}
     t0 = time.perf_counter()
     # H_init on mf's own grids and integrals, which the energy and gradient reuse
-    fock, _, _ = predict_beside(mf, mol, model, layout)
+    fock, _, _, samples = predict_beside(mf, mol, model, layout, num_samples=num_samples,
+                                         seed=seed)
     timings["inference"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -138,19 +160,38 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df") -> One
     e_harris = e_tot + float(np.einsum("ij,ji->", dm_out - dm, fock_at_dm))
     timings["energy"] = time.perf_counter() - t0
 
+    # error-bar signals: all from this Fock build, the samples without one of their own
+    signals = {"bracket": 0.5 * (e_tot - e_harris),
+               "gradient": orbital_gradient_sq(mf, mo_coeff, mo_occ, fock_at_dm)}
+    if samples:
+        nocc = mol.nelectron // 2
+        dms = [closed_shell_density(f, overlap, nocc) for f in samples]
+        signals["samples"] = sample_energy_spread(dms, dm, fock_at_dm)
+        signals["density_spread"] = density_spread(dms, dm, overlap)
+    uncertainty = energy_uncertainty(signals, calibration, uncertainty_signal, calibrated)
+
     grad = None
     if forces:
         t0 = time.perf_counter()
-        # Pulay term from the occupied block of F[D], not from the predicted
-        # eigenvalues: the gradient is then the exact derivative of E_KS with
-        # the predicted MO coefficients held fixed (re-orthonormalised as the
-        # basis moves). Rotating within the occupied space leaves D unchanged.
-        occupied = mo_occ > 0
-        c_occ = mo_coeff[:, occupied]
-        occ_energy, rotation = np.linalg.eigh(c_occ.T @ fock_at_dm @ c_occ)
-        grad_coeff, grad_energy = mo_coeff.copy(), mo_energy.copy()
-        grad_coeff[:, occupied], grad_energy[occupied] = c_occ @ rotation, occ_energy
-        grad = gradient_method(mf, gradient_jk).kernel(grad_energy, grad_coeff, mo_occ)
+        grad = gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk)
         timings["gradient"] = time.perf_counter() - t0
     return OneShotResult(e_tot, e_harris, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm),
-                         timings)
+                         timings, uncertainty, np.asarray(fock_at_dm))
+
+
+def gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk: str = "df"):
+    """The one-shot nuclear gradient (natm, 3) Hartree/Bohr at the predicted orbitals.
+
+    The Pulay term comes from the occupied block of F[D] (``fock_at_dm``),
+    not from the predicted eigenvalues: the gradient is then the exact
+    derivative of E_KS with the predicted MO coefficients held fixed
+    (re-orthonormalised as the basis moves). Rotating within the occupied
+    space leaves D unchanged. ``OneShotResult`` holds every argument, so a
+    caller that asked for energies first can add the gradient later.
+    """
+    occupied = mo_occ > 0
+    c_occ = mo_coeff[:, occupied]
+    occ_energy, rotation = np.linalg.eigh(c_occ.T @ fock_at_dm @ c_occ)
+    grad_coeff, grad_energy = mo_coeff.copy(), mo_energy.copy()
+    grad_coeff[:, occupied], grad_energy[occupied] = c_occ @ rotation, occ_energy
+    return gradient_method(mf, gradient_jk).kernel(grad_energy, grad_coeff, mo_occ)

@@ -1,4 +1,4 @@
-"""ASE calculator: forces are minus the derivative of the energy in 'scf' mode."""
+"""ASE calculator: forces are minus the derivative of the energy in 'scf' mode; error bars and the SCF switch."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,3 +47,30 @@ def test_oneshot_mode_and_bad_mode():
     assert atoms.get_forces().shape == (3, 3)
     with pytest.raises(ValueError, match="mode must be"):
         QHFlowCalculator(mode="md")
+
+
+def test_oneshot_results_carry_the_uncertainty():
+    atoms = water()
+    atoms.calc = QHFlowCalculator(xc="hf", mode="oneshot", model=MinaoFock())
+    atoms.get_potential_energy()
+    r = atoms.calc.results
+    assert r["mode_used"] == "oneshot"
+    assert np.isfinite(r["energy_uncertainty"]) and r["energy_uncertainty"] > 0
+    assert r["energy_uncertainty_95"] >= r["energy_uncertainty"]
+    assert atoms.calc.get_property("energy_uncertainty") == r["energy_uncertainty"]
+
+
+def test_scf_above_switches_to_scf_when_unsure():
+    atoms = water()
+    sure = QHFlowCalculator(xc="hf", mode="oneshot", model=MinaoFock(), scf_above=1e6)
+    unsure = QHFlowCalculator(xc="hf", mode="oneshot", model=MinaoFock(), scf_above=0.0)
+    e_sure = sure.get_potential_energy(atoms)
+    e_unsure = unsure.get_potential_energy(atoms)
+    assert sure.results["mode_used"] == "oneshot"
+    assert unsure.results["mode_used"] == "scf" and unsure.results["energy_uncertainty"] == 0
+    assert unsure.last_mf.converged
+    assert e_unsure < e_sure  # the converged energy lies below the one-shot one (variational)
+    assert unsure.get_forces(atoms).shape == (3, 3)
+    assert unsure.results["mode_used"] == "scf"
+    with pytest.raises(ValueError, match="scf_above"):
+        QHFlowCalculator(scf_above=-1.0)

@@ -24,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gradient-jk", choices=("df", "exact"), default="df",
                         help="J/K derivatives of the gradient: density fitted (default, about "
                              "twice as fast, < 1 meV/Angstrom from exact) or exact")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="flow samples from prior draws for the 'samples' error-bar "
+                             "signal (default: the calibration's K)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    parser.add_argument("--signal", choices=("bracket", "gradient", "samples"), default=None,
+                        help="error-bar signal (default: the calibrated default, "
+                             "pyscf_qhflow.uncertainty)")
     parser.add_argument("--compare-scf", action="store_true",
                         help="also run the SCF (from the qhflow guess) and print the errors")
     add_model_arguments(parser)
@@ -42,14 +49,19 @@ def run(args: argparse.Namespace) -> int:
                   "closed shell (RKS/RHF)")
             return 2
         res = oneshot(make_scf(mol, args.xc, args.grid_level), forces=not args.no_forces,
-                      model=model, gradient_jk=args.gradient_jk)
+                      model=model, gradient_jk=args.gradient_jk, num_samples=args.num_samples,
+                      seed=args.seed, uncertainty_signal=args.signal)
         print(f"\n{path}: {mol.natm} atoms, {mol.nao} AOs, {args.xc}/{args.basis}, "
               f"model {getattr(model, 'name', '?')}")
         width_mev = (res.e_tot - res.e_harris) * HARTREE_MEV
-        print(f"E Kohn-Sham at the predicted density {res.e_tot:20.10f} Ha")
+        u = res.uncertainty
+        print(f"E Kohn-Sham at the predicted density {res.e_tot:20.10f} Ha "
+              f"+/- {u.e_tot:.2e} Ha (68%; 95%: +/- {u.e_tot_95:.2e})")
         print(f"E Harris-Foulkes                     {res.e_harris:20.10f} Ha")
         print(f"midpoint                             {res.e_mid:20.10f} Ha "
-              f"(bracket width {width_mev:.1f} meV)")
+              f"+/- {u.e_mid:.2e} Ha (68%; 95%: +/- {u.e_mid_95:.2e})")
+        print(f"error bars from the {u.signal} signal (bracket width {width_mev:.1f} meV; "
+              "calibration: pyscf_qhflow.uncertainty)")
         print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in res.timings.items()))
         if res.grad is not None:
             print("forces (eV/Angstrom, Kohn-Sham gradient at the predicted orbitals):")

@@ -39,8 +39,10 @@ from pyscf.scf import hf
 from .. import config
 from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
 from ..hinit import hinit_beside
+from ..uncertainty import (calibration_for, closed_shell_density, density_spread,
+                           guess_error_bound)
 
-__all__ = ["resolve_model", "predict_fock", "prepare", "predict_beside", "density_from_fock", "init_guess_by_qhflow", "register", "GUESS_KEY"]
+__all__ = ["resolve_model", "predict_fock", "prepare", "predict_beside", "density_from_fock", "guess_confidence", "init_guess_by_qhflow", "register", "GUESS_KEY"]
 
 GUESS_KEY = "qhflow"
 
@@ -192,22 +194,31 @@ def _projected_density(mf, mol, mol_model, fock_model: np.ndarray):
     return dm, nelec_guess
 
 
-def predict_beside(mf, mol, model, layout=None, share: bool = True):
+def predict_beside(mf, mol, model, layout=None, share: bool = True, num_samples: int = 0,
+                   seed: int = 0):
     """The predicted Fock matrix of ``mol`` for the SCF object ``mf``, checked and symmetric.
 
     ``layout``: from :func:`prepare` (``None`` for a predictor without one).
     With ``share``, H_init is built on ``mf``'s grids and in-core integrals
     (:func:`_hinit_for_guess`), which the SCF or one-shot evaluation then
-    reuses.  Returns ``(fock, gap-guard report or None, what was shared)``.
+    reuses.  ``num_samples > 0`` also draws that many Fock matrices from
+    seeded prior starts on the same H_init
+    (:meth:`~pyscf_qhflow.guess.predictor.Predictor.sample_focks`, one network
+    batch), for predictors that have it.  Returns ``(fock, gap-guard report or
+    None, what was shared, list of sampled Fock matrices)``.
     """
     hinit, shared = _hinit_for_guess(mf, mol, model) if share else (None, [])
+    samples = []
     if layout is not None:
         prediction = model.predict(mol, hinit=hinit, layout=layout)
         fock, guard = prediction.fock, prediction.guard
+        if num_samples > 0 and callable(getattr(model, "sample_focks", None)):
+            samples = [_checked_fock(p.fock, mol) for p in
+                       model.sample_focks(mol, num_samples, seed, hinit=hinit, layout=layout)]
     else:
         fock = model.predict_fock(mol) if hinit is None else model.predict_fock(mol, hinit=hinit)
         guard = None
-    return _checked_fock(fock, mol), guard, shared
+    return _checked_fock(fock, mol), guard, shared, samples
 
 
 def _hinit_for_guess(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
@@ -250,7 +261,11 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     Steps: pick the predictor (:func:`resolve_model`) -> check it supports
     ``mol`` -> predict F (PySCF order, Hartree) -> ``mf.eig(F, S)`` ->
     ``mf.get_occ`` -> ``mf.make_rdm1``.  Records ``mf.qhflow_info`` (model,
-    inference seconds, electron count of the guess) and logs it.  When the
+    inference seconds, electron count of the guess, ``confidence``: the
+    spread of K prior samples and the calibrated bound on the guess's energy
+    error, :func:`guess_confidence`; only for a model the calibration was
+    fitted for, else ``None``) and logs it.  A guess whose bound exceeds the
+    calibration's ``fallback_ha`` warns and uses minao.  When the
     model cannot serve the molecule it warns and uses minao, or raises under
     ``pyscf_qhflow.config.on_unsupported = 'raise'``; never silently.
     """
@@ -262,11 +277,13 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     # a model trained in another basis predicts in its own basis; the density is projected
     mol_model = _model_basis_mol(model, mol)
     target = mol if mol_model is None else mol_model
+    calibration, calibrated = calibration_for(model)
     try:
         layout = prepare(model, target)
         t0 = time.perf_counter()
-        fock, guard, hinit_shared = predict_beside(mf, target, model, layout,
-                                                   share=mol_model is None)
+        fock, guard, hinit_shared, samples = predict_beside(
+            mf, target, model, layout, share=mol_model is None,
+            num_samples=int(calibration.get("num_samples", 0)) if calibrated else 0, seed=0)
         inference_s = time.perf_counter() - t0
     except UnsupportedMoleculeError as err:
         reason = str(err)
@@ -282,14 +299,51 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
     if abs(nelec_guess - mol.nelectron) > 1e-6:
         return _fallback(mf, mol, f"the predicted density holds {nelec_guess:.6f} "
                                   f"electrons, the molecule {mol.nelectron}")
-    mf.qhflow_info = {"used": True, "model": name, "inference_s": inference_s,
-                      "hinit_shared_with_scf": hinit_shared,
-                      "gap_guard": guard,
-                      "nelec": nelec_guess,
-                      "projected_from": None if mol_model is None else mol_model.basis}
+    confidence = guess_confidence(target, fock, samples, calibration)
+    info = {"used": True, "model": name, "inference_s": inference_s,
+            "hinit_shared_with_scf": hinit_shared,
+            "gap_guard": guard,
+            "nelec": nelec_guess,
+            "projected_from": None if mol_model is None else mol_model.basis,
+            "confidence": confidence}
+    if confidence is not None:
+        logger.info(mf, "qhflow guess confidence: density spread %.2e e over %d prior "
+                    "samples, guess energy error < %.2e Ha (95%%; fallback above %.2e Ha)",
+                    confidence["density_spread"], confidence["num_samples"],
+                    confidence["error_bound_ha"], confidence["fallback_ha"])
+        if confidence["error_bound_ha"] > confidence["fallback_ha"]:
+            reason = (f"model {name}: low confidence, guess energy error bound "
+                      f"{confidence['error_bound_ha']:.3g} Ha above "
+                      f"{confidence['fallback_ha']:.3g} Ha")
+            msg = f"qhflow guess not used ({reason}); falling back to the minao guess"
+            warnings.warn(msg, QHFlowGuessWarning, stacklevel=3)
+            logger.warn(mf, msg)
+            mf.qhflow_info = {**info, "used": False, "fallback_reason": reason}
+            return _ORIGINAL_GET_INIT_GUESS(mf, mol, "minao")
+    mf.qhflow_info = info
     logger.info(mf, "qhflow initial guess from model %s (inference %.3f s)",
                 name, inference_s)
     return dm
+
+
+def guess_confidence(mol, fock: np.ndarray, samples: list, calibration: dict) -> dict | None:
+    """The guess's confidence from prior samples of its Fock matrix, or ``None`` without samples.
+
+    Density spread of the samples around the guess's density (closed-shell
+    aufbau of the neutral molecule, :func:`pyscf_qhflow.uncertainty.density_spread`)
+    and the calibrated 95% bound on the guess's energy error it implies
+    (:func:`pyscf_qhflow.uncertainty.guess_error_bound`).
+    """
+    if len(samples) < 1:
+        return None
+    from .gap_guard import neutral_nocc
+    s1e = mol.intor_symmetric("int1e_ovlp")
+    nocc = neutral_nocc(mol)
+    dm = closed_shell_density(fock, s1e, nocc)
+    spread = density_spread([closed_shell_density(f, s1e, nocc) for f in samples], dm, s1e)
+    return {"density_spread": spread, "num_samples": len(samples),
+            "error_bound_ha": guess_error_bound(spread, calibration),
+            "fallback_ha": float(calibration["guess"]["fallback_ha"])}
 
 
 def _log_protocol_differences(mf, model, mol_model) -> None:

@@ -26,6 +26,11 @@ molecule) runs
    (:mod:`~pyscf_qhflow.guess.gap_guard`); F = H_init + damped residual,
    symmetrised, float64 (Hartree).
 
+:meth:`Predictor.sample_focks` runs the same pipeline on K copies of one
+molecule in one network batch, each flow started from its own draw of the
+prior (a seeded ``torch.Generator``): the spread of these Fock matrices is a
+measure of the model's confidence (:mod:`pyscf_qhflow.uncertainty`).
+
 Each call returns :class:`Prediction` objects (Fock matrix, raw residual,
 H_init, S, gap-guard report, timings): nothing is kept on the predictor
 between calls.  ``predict_fock(mol, hinit=None)`` returns only the matrix: it
@@ -46,6 +51,7 @@ from .. import keys
 from ..aolayout import MolLayout
 from ..batching import make_batch, unbatch_fock
 from ..errors import UnsupportedMoleculeError, check_input
+from ..flow import euler_sample, sample_prior
 from .gap_guard import guarded_fock, log_guard_report, neutral_nocc
 
 __all__ = ["Prediction", "Predictor"]
@@ -171,6 +177,30 @@ class Predictor:
         ``hinits``: H_init per molecule in the model's protocol, when the caller
         has built it; ``layouts``: from :meth:`prepare`, when the caller checked.
         """
+        return self._run(mols, hinits, layouts, prior_seed=None)
+
+    def sample_focks(self, mol: gto.Mole, num_samples: int, seed: int = 0,
+                     hinit: np.ndarray | None = None,
+                     layout: MolLayout | None = None) -> list[Prediction]:
+        """``num_samples`` predictions of one molecule, each flow started from a prior draw.
+
+        The K copies run as one network batch; the prior draws come from a
+        ``torch.Generator`` seeded with ``seed``, so equal ``(num_samples,
+        seed)`` give equal samples.  Post-processing (damping, gap guard) is
+        the same as :meth:`predict`'s.  With ``num_steps = 0`` the flow takes
+        no prior and the samples are all equal.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if layout is None:
+            layout = self.prepare(mol)
+        if hinit is None:
+            hinit = hinit_builder.minao_fock(mol, xc=self.xc)
+        return self._run([mol] * num_samples, [hinit] * num_samples, [layout] * num_samples,
+                         prior_seed=int(seed))
+
+    def _run(self, mols, hinits, layouts, prior_seed: int | None) -> list[Prediction]:
+        """Steps 1-6 (module docstring); ``prior_seed``: start each flow from a seeded prior draw."""
         model = self.model
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -203,7 +233,10 @@ class Predictor:
         model.eval()
         try:
             with torch.no_grad():
-                res_on, res_off = model.sample(batch, num_steps=self.num_steps)  # [N,P,P], [K,P,P]
+                if prior_seed is None:
+                    res_on, res_off = model.sample(batch, num_steps=self.num_steps)  # [N,P,P], [K,P,P]
+                else:
+                    res_on, res_off = self._sample_from_prior(batch, prior_seed)
         finally:
             model.train(was_training)
         lap("network")
@@ -214,10 +247,26 @@ class Predictor:
             r = np.asarray(r, dtype=np.float64)
             f, report = guarded_fock(h, r, s, neutral_nocc(mol), self.overlap_damping,
                                      self.min_gap_ratio)
-            log_guard_report(mol, report)
+            if prior_seed is None:
+                log_guard_report(mol, report)
             fock = np.ascontiguousarray(0.5 * (f + f.T), dtype=np.float64)
             predictions.append(Prediction(fock, r, h, s, report, timings))
         lap("assemble")
-        logger.debug(mols[0], "qhflow predict (%d molecules, model %s): %s", len(mols),
-                     self.name, ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
+        logger.debug(mols[0], "qhflow predict (%d molecules, model %s%s): %s", len(mols),
+                     self.name, "" if prior_seed is None else f", prior seed {prior_seed}",
+                     ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()))
         return predictions
+
+    def _sample_from_prior(self, batch: dict, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flow sampler of :meth:`QHFlowModel.sample` from a seeded prior draw per molecule."""
+        model = self.model
+        on0 = batch[keys.HINIT_ONSITE]  # [N, P, P]
+        generator = torch.Generator(device=on0.device).manual_seed(seed)
+        x0 = sample_prior(batch[keys.SLOT_MASK], batch[keys.PAIR_INDEX],
+                          model.basis_layout.irreps_str, model.flow.prior_scale, generator,
+                          on0.dtype)
+
+        def endpoint(x, t):
+            return model({**batch, keys.XT_ONSITE: x[0], keys.XT_OFFSITE: x[1], keys.T: t})
+
+        return euler_sample(endpoint, x0, int(batch[keys.T].shape[0]), self.num_steps)

@@ -1,0 +1,163 @@
+"""Error bars for one-shot energies and the guess's confidence.
+
+Three signals come with a one-shot evaluation (:func:`pyscf_qhflow.oneshot.oneshot`):
+
+``bracket``
+    half the width of ``[E_Harris, E_KS]`` (Hartree), free from the one Fock
+    build at the predicted density D.  Both energies are second order in the
+    density error, with opposite signs in the linear-response regime, so the
+    width measures the error itself.
+``gradient``
+    ``||g||^2`` (Hartree^2) of the occupied-virtual orbital gradient
+    ``g = C_v^T F[D] C_o`` at the predicted orbitals (PySCF's ``mf.get_grad``),
+    also free.  The energy error is quadratic in the density error, so its
+    square is the quantity to scale.
+``samples``
+    the standard deviation over K flow samples started from seeded prior
+    draws (:meth:`~pyscf_qhflow.guess.predictor.Predictor.sample_focks`, one
+    network batch) of the first-order energy change ``Tr(F[D] (D_k - D))``:
+    no Fock build per sample (D is not stationary, so the first-order term
+    dominates ``E_KS[D_k] - E_KS[D]``).  Needs a predictor with
+    ``sample_focks`` and ``num_samples > 0``.
+
+A calibrated uncertainty is ``scale * signal``: ``scale68`` and ``scale95`` are
+the 68th and 95th percentiles of ``|error| / signal`` on the validation split,
+fitted by ``benchmarks/bench_uncertainty.py`` for the Kohn-Sham energy
+``e_tot`` and for the midpoint ``e_mid`` separately.  The 68% half-width is
+the "1-sigma-like" number reported as the uncertainty; the 95% half-width is
+given beside it (it is not 1.96 sigma: the errors are not Gaussian).
+
+The guess (:func:`pyscf_qhflow.guess.hook.init_guess_by_qhflow`) has no Fock
+build at D, so its confidence is the sample spread of the density,
+``sqrt(mean_k ||D_k - D||_S^2)`` (electrons; :func:`density_spread`),
+turned into a bound on the guess's energy error by the calibrated ``guess``
+entry; above ``guess.fallback_ha`` the guess falls back to MinAO.
+
+Calibration constants live in :data:`CALIBRATION` (one place); a model card
+with an ``"uncertainty"`` entry of the same shape overrides them for that
+model (:func:`calibration_for`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["CALIBRATION", "SIGNALS", "EnergyUncertainty", "calibration_for",
+           "closed_shell_density", "density_spread",
+           "orbital_gradient_sq", "sample_energy_spread", "energy_uncertainty",
+           "guess_error_bound"]
+
+SIGNALS = ("bracket", "gradient", "samples")
+
+# Fitted by benchmarks/bench_uncertainty.py on the validation split (53 QM9
+# molecules of ../shared/data) with the shipped default model
+# (weights/default.pt, tensor sha256 in "model_sha256"); coverage on the test
+# split and outside QM9 in benchmarks/RESULTS.md ("Error bars").
+CALIBRATION: dict = {
+    "default_signal": "bracket",
+    "model_sha256": "6b1bded2722b328420380e6009ee6b1d33d383513fc10fd64c534645867a06dd",
+    "num_samples": 4,
+    "scales": {
+        "bracket": {"e_tot": {"scale68": 1.63, "scale95": 1.86},
+                    "e_mid": {"scale68": 0.21, "scale95": 0.49}},
+        "gradient": {"e_tot": {"scale68": 1.0, "scale95": 1.0},
+                     "e_mid": {"scale68": 1.0, "scale95": 1.0}},
+        "samples": {"e_tot": {"scale68": 1.0, "scale95": 1.0},
+                    "e_mid": {"scale68": 1.0, "scale95": 1.0}},
+    },
+    # bound on the guess's energy error E_KS[D] - E_SCF (Hartree per electron
+    # of density spread, 95% level) and the bound above which the guess falls
+    # back to MinAO
+    "guess": {"scale95": 1.0, "fallback_ha": 0.1},
+    "benchmark": "benchmarks/bench_uncertainty.py --shards ../shared/data",
+}
+
+
+def calibration_for(model) -> tuple[dict, bool]:
+    """``(calibration, fitted for this model)`` for ``model``.
+
+    Its card's ``"uncertainty"`` entry when there is one; else
+    :data:`CALIBRATION`, fitted for the model whose tensor sha256 it names.
+    Any other predictor (a stand-in, an untrained or retrained network) gets
+    :data:`CALIBRATION`'s scales for its error bars, flagged as not fitted for
+    it, and no guess fallback.
+    """
+    card = getattr(model, "card", None)
+    if isinstance(card, dict) and isinstance(card.get("uncertainty"), dict):
+        return card["uncertainty"], True
+    sha = card.get("sha256") if isinstance(card, dict) else None
+    return CALIBRATION, sha is not None and sha == CALIBRATION["model_sha256"]
+
+
+@dataclass
+class EnergyUncertainty:
+    """Calibrated half-widths (Hartree) of the one-shot energies, and the raw signals."""
+
+    signal: str  # which signal the half-widths are scaled from
+    e_tot: float  # 68% half-width around OneShotResult.e_tot
+    e_tot_95: float  # 95% half-width around e_tot
+    e_mid: float  # 68% half-width around OneShotResult.e_mid
+    e_mid_95: float  # 95% half-width around e_mid
+    signals: dict = field(default_factory=dict)  # every signal computed, raw (see module doc)
+    calibrated: bool = True  # False: the scales were fitted for another model
+
+
+def orbital_gradient_sq(mf, mo_coeff: np.ndarray, mo_occ: np.ndarray,
+                        fock: np.ndarray) -> float:
+    """``||g||^2`` of PySCF's orbital gradient at ``mo_coeff`` with ``fock`` = F[D] (Hartree^2)."""
+    g = np.asarray(mf.get_grad(mo_coeff, mo_occ, fock))
+    return float(g @ g)
+
+
+def closed_shell_density(fock: np.ndarray, overlap: np.ndarray, nocc: int) -> np.ndarray:
+    """``2 C_occ C_occ^T`` of ``F C = S C e`` with ``nocc`` doubly occupied levels (nao, nao)."""
+    s_val, s_vec = np.linalg.eigh(overlap)
+    keep = s_val > 1e-8
+    x = s_vec[:, keep] / np.sqrt(s_val[keep])  # [nao, nmo], X^T S X = 1
+    _, c = np.linalg.eigh(x.T @ fock @ x)
+    c_occ = x @ c[:, :nocc]
+    return 2.0 * c_occ @ c_occ.T
+
+
+def density_spread(dms: list[np.ndarray], dm: np.ndarray, overlap: np.ndarray) -> float:
+    """``sqrt(mean_k Tr((D_k - D) S (D_k - D) S))``: RMS distance of samples from D (electrons)."""
+    if not dms:
+        return 0.0
+    sq = [float(np.einsum("ij,jk,kl,li->", d - dm, overlap, d - dm, overlap)) for d in dms]
+    return float(np.sqrt(max(np.mean(sq), 0.0)))
+
+
+def sample_energy_spread(dms: list[np.ndarray], dm: np.ndarray, fock_at_dm: np.ndarray) -> float:
+    """Standard deviation over samples of ``Tr(F[D] (D_k - D))`` (Hartree; 0 for < 2 samples)."""
+    if len(dms) < 2:
+        return 0.0
+    de = [float(np.einsum("ij,ji->", d - dm, fock_at_dm)) for d in dms]
+    return float(np.std(de, ddof=1))
+
+
+def energy_uncertainty(signals: dict, calibration: dict | None = None,
+                       signal: str | None = None, calibrated: bool = True) -> EnergyUncertainty:
+    """Scale one signal into half-widths with ``calibration`` (default :data:`CALIBRATION`).
+
+    ``signal`` defaults to the calibration's ``default_signal``; it must be in
+    ``signals`` (a signal that was not computed raises ``KeyError``).
+    """
+    cal = CALIBRATION if calibration is None else calibration
+    name = cal["default_signal"] if signal is None else signal
+    if name not in SIGNALS:
+        raise ValueError(f"unknown uncertainty signal {name!r}; one of {SIGNALS}")
+    if name not in signals:
+        raise KeyError(f"signal {name!r} was not computed (samples need num_samples > 0 "
+                       "and a predictor with sample_focks)")
+    x = abs(float(signals[name]))
+    s = cal["scales"][name]
+    return EnergyUncertainty(name, s["e_tot"]["scale68"] * x, s["e_tot"]["scale95"] * x,
+                             s["e_mid"]["scale68"] * x, s["e_mid"]["scale95"] * x,
+                             dict(signals), calibrated)
+
+
+def guess_error_bound(spread: float, calibration: dict | None = None) -> float:
+    """95% bound (Hartree) on the guess's energy error from its density spread (electrons)."""
+    cal = CALIBRATION if calibration is None else calibration
+    return float(cal["guess"]["scale95"]) * float(spread)
