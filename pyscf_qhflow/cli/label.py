@@ -79,15 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _labelled_qm9(sources: list[str]) -> set[int]:
     """QM9 indices present in the shards of ``sources``."""
-    import h5py
-
-    from ..data.shardfile import find_shards
-    found: set[int] = set()
-    for source in sources:
-        for path in find_shards(source):
-            with h5py.File(path, "r") as f:
-                found.update(int(q) for q in f["qm9_index"][:])
-    return found
+    from ..data.label import qm9_indices_in_shards
+    return qm9_indices_in_shards(sources)
 
 
 def run(args: argparse.Namespace) -> int:

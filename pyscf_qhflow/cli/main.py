@@ -11,6 +11,8 @@ SUBCOMMANDS = {
     "oneshot": "energy and forces at the predicted density (no SCF), with the Harris bracket",
     "label": "label molecules with PySCF (Fock matrices in the shared HDF5 format)",
     "train": "train a QHFlow model on labelled shards",
+    "learn": "label a stream of molecules (QM9, .xyz, SMILES) and train on them as they "
+             "arrive; resumable",
     "bench": "benchmarks: SCF cycles per guess, Hamiltonian accuracy",
     "tune": "choose the inference options of a set of weights on labelled molecules",
 }

@@ -27,6 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None, metavar="CKPT",
                         help="start from the weights (and config) of a checkpoint, e.g. "
                              "'default', with a fresh optimizer and schedule (fine-tuning)")
+    add_training_arguments(parser)
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of split_by_qm9_index (80/10/10)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--cache-dir", default=None, help="H_init cache directory")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the training loop (:class:`~pyscf_qhflow.train.loop.TrainConfig`),
+    shared by ``qhflow train`` and ``qhflow learn``; :func:`train_config` reads them."""
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (and save) after this many minutes of training")
     parser.add_argument("--steps", type=int, default=100_000, help="total optimizer steps")
@@ -51,13 +61,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="candidate numbers of flow Euler steps; the best on the "
                              "validation set is written into best.pt (e.g. 0 1 2 4)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split-seed", type=int, default=0,
-                        help="seed of split_by_qm9_index (80/10/10)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default=None,
                         help="cpu or cuda[:i] (default: CUDA when available)")
-    parser.add_argument("--cache-dir", default=None, help="H_init cache directory")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+
+
+def train_config(args: argparse.Namespace, threads: int | None):
+    """The :class:`~pyscf_qhflow.train.loop.TrainConfig` of :func:`add_training_arguments`."""
+    from ..train.loop import TrainConfig
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       warmup_steps=min(args.warmup_steps, max(1, args.steps // 10)),
+                       val_every=args.val_every, val_max_molecules=args.val_max_molecules,
+                       ckpt_minutes=args.ckpt_minutes, max_minutes=args.max_minutes,
+                       ema_decay=args.ema_decay,
+                       float64=args.float64, eig_weight=args.eig_weight,
+                       density_weight=args.density_weight, val_metric=args.val_metric,
+                       seed=args.seed,
+                       num_threads=threads, device=args.device,
+                       progress=not args.no_progress,
+                       choose_num_steps=tuple(args.choose_k))
 
 
 def _model_config(spec: str):
@@ -70,36 +92,31 @@ def _model_config(spec: str):
     return ModelConfig.preset(spec)
 
 
+def initial_model(config_spec: str, init_from: str | None, seed: int, who: str):
+    """The model a run starts from: the weights of ``init_from`` (its config; ``config_spec``
+    ignored), else a fresh one of ``config_spec`` (preset or JSON) seeded by ``seed``."""
+    if init_from is not None:
+        from ..checkpoint import load_model
+        model = load_model(init_from, device="cpu")
+        print(f"{who}: starting from the weights of {init_from} "
+              f"(config {model.config.name}); --config is ignored")
+        return model
+    from ..model import QHFlowModel
+    return QHFlowModel.from_config(_model_config(config_spec), seed=seed)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.dataset import ShardDataset
     from ..data.splits import split_by_qm9_index
-    from ..model import QHFlowModel
-    from ..train.loop import TrainConfig, fit
+    from ..train.loop import fit
 
-    if args.init_from is not None:
-        from ..checkpoint import load_model
-        model = load_model(args.init_from, device="cpu")
-        config = model.config
-        print(f"qhflow train: starting from the weights of {args.init_from} "
-              f"(config {config.name}); --config is ignored")
-    else:
-        config = _model_config(args.config)
-        model = QHFlowModel.from_config(config, seed=args.seed)
+    model = initial_model(args.config, args.init_from, args.seed, "qhflow train")
+    config = model.config
     proto = config.protocol
     data = ShardDataset(args.data, xc=proto.xc, basis=proto.basis, with_hinit=True,
                         with_overlap=True, cache_dir=args.cache_dir)
     train_idx, val_idx, test_idx = split_by_qm9_index(data, seed=args.split_seed)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      warmup_steps=min(args.warmup_steps, max(1, args.steps // 10)),
-                      val_every=args.val_every, val_max_molecules=args.val_max_molecules,
-                      ckpt_minutes=args.ckpt_minutes, max_minutes=args.max_minutes,
-                      ema_decay=args.ema_decay,
-                      float64=args.float64, eig_weight=args.eig_weight,
-                      density_weight=args.density_weight, val_metric=args.val_metric,
-                      seed=args.seed,
-                      num_threads=args.threads, device=args.device,
-                      progress=not args.no_progress,
-                      choose_num_steps=tuple(args.choose_k))
+    cfg = train_config(args, args.threads)
     card = {"init_from": args.init_from,
             # directory/name: shards of different data sets share names (qm9_..._000.h5)
             "data": {"shards": [f"{p.parent.name}/{p.name}" for p in data.shards],

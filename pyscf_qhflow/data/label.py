@@ -56,7 +56,8 @@ from .shardfile import dense_to_tril
 from .splits import SPLIT_NAMES, split_of_key
 
 __all__ = ["label_molecule", "write_shard", "shard_attrs", "MoleculeSpec",
-           "molecules_from_xyz", "molecules_from_qm9", "label_to_shards", "HELD_OUT_EVERY",
+           "molecules_from_xyz", "molecules_from_qm9", "molecules_from_smiles",
+           "qm9_indices_in_shards", "label_to_shards", "HELD_OUT_EVERY",
            "LABEL_GUESSES", "TIGHT_CONV_TOL", "FAST_CONV_TOL", "default_conv_tol"]
 
 LABEL_GUESSES = ("minao", "qhflow")
@@ -269,7 +270,9 @@ def write_shard(path: str | os.PathLike, records: Sequence[dict], attrs: dict,
 @dataclass(frozen=True)
 class MoleculeSpec:
     """One molecule to label: a name, its QM9 index (-1 if none), SMILES, and
-    either an .xyz path (``xyz``) or atomic numbers and Angstrom positions."""
+    either an .xyz path (``xyz``), atomic numbers and Angstrom positions, or
+    neither (the geometry is then embedded from ``smiles`` with RDKit, see
+    :mod:`.smiles`)."""
     name: str
     qm9_index: int = -1
     smiles: str = ""
@@ -280,6 +283,9 @@ class MoleculeSpec:
     def atoms(self):
         if self.xyz is not None:
             return self.xyz
+        if self.Z is None and self.smiles:
+            from .smiles import smiles_to_geometry
+            return smiles_to_geometry(self.smiles)
         return np.asarray(self.Z, np.int64), np.asarray(self.R, np.float64)
 
 
@@ -314,6 +320,38 @@ def molecules_from_xyz(inputs: Iterable[str | os.PathLike]) -> list[MoleculeSpec
     return specs
 
 
+def molecules_from_smiles(path: str | os.PathLike) -> list[MoleculeSpec]:
+    """A SMILES file (one ``SMILES [name]`` a line; ``#`` comments) -> specs.
+
+    The name defaults to ``smiles_<line number>``; names must be unique.
+    Geometries are embedded when a spec is labelled (:meth:`MoleculeSpec.atoms`).
+    """
+    specs, seen = [], set()
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        name = fields[1] if len(fields) > 1 else f"smiles_{lineno}"
+        if name in seen:
+            raise ValueError(f"{path}:{lineno}: molecule name {name!r} appears twice")
+        seen.add(name)
+        specs.append(MoleculeSpec(name=name, smiles=fields[0]))
+    if not specs:
+        raise ValueError(f"no SMILES in {path}")
+    return specs
+
+
+def qm9_indices_in_shards(sources: Iterable[str | os.PathLike]) -> set[int]:
+    """QM9 indices present in the shards of ``sources`` (directories, globs, files)."""
+    from .shardfile import find_shards
+    found: set[int] = set()
+    for source in sources:
+        for path in find_shards(source):
+            with h5py.File(path, "r") as f:
+                found.update(int(q) for q in f["qm9_index"][:])
+    return found
+
+
 def _qm9pack_table():
     """QM9 as a pandas table (Index, SMILES, Elements, XYZ_Ang) from ``qm9pack``'s CSVs.
 
@@ -336,20 +374,28 @@ def _qm9pack_table():
 
 def molecules_from_qm9(start: int = 1, stop: int | None = None, sample: int | None = None,
                        seed: int = 0, split: str | None = None,
-                       exclude: Iterable[int] = ()) -> list[MoleculeSpec]:
+                       exclude: Iterable[int] = (), shuffle: bool = False) -> list[MoleculeSpec]:
     """QM9 geometries from ``qm9pack`` with index in [start, stop), never a multiple of 50.
 
     ``split``: keep only molecules that :func:`~pyscf_qhflow.data.splits.split_by_qm9_index`
     (default fractions, seed 0) puts in ``'train'``, ``'val'`` or ``'test'``,
     e.g. to grow the test split.  ``exclude``: QM9 indices to skip (already labelled).
     ``sample``: a random draw of that many (``numpy.random.default_rng(seed)``),
-    in draw order; else all, in index order.
+    in draw order; else all, in index order, or with ``shuffle`` in a random
+    order (a permutation seeded by ``seed`` of the range before ``exclude``, so
+    excluding more molecules never reorders the rest).
     """
     df = _qm9pack_table()
     index = df["Index"].to_numpy(np.int64)
     keep = (index >= start) & ((index < stop) if stop is not None else True)
     keep &= index % HELD_OUT_EVERY != 0
-    keep &= ~np.isin(index, np.fromiter(exclude, np.int64))
+    excluded = np.isin(index, np.fromiter(exclude, np.int64))
+    if shuffle:
+        if split is not None or sample is not None:
+            raise ValueError("shuffle takes all molecules of the range: no split or sample")
+        rows = np.random.default_rng(seed).permutation(np.flatnonzero(keep))
+        return _qm9_specs(df, rows[~excluded[rows]])
+    keep &= ~excluded
     if split is not None:
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
@@ -360,6 +406,11 @@ def molecules_from_qm9(start: int = 1, stop: int | None = None, sample: int | No
         if sample > len(rows):
             raise ValueError(f"asked for {sample} QM9 molecules, only {len(rows)} available")
         rows = np.random.default_rng(seed).choice(rows, size=sample, replace=False)
+    return _qm9_specs(df, rows)
+
+
+def _qm9_specs(df, rows) -> list[MoleculeSpec]:
+    """Specs of the qm9pack table's ``rows``, in that order."""
     specs = []
     for r in rows:
         row = df.iloc[int(r)]
@@ -385,7 +436,13 @@ def _label_task(spec: MoleculeSpec, protocol: dict, with_hinit: bool = False) ->
     return out
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, ignore_sigint: bool = False) -> None:
+    """A labelling worker: ``threads`` PySCF threads; with ``ignore_sigint`` a
+    Ctrl-C reaches only the parent, which then ends the pool itself."""
+    if ignore_sigint:
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, if the model's guess loads it
     from pyscf import lib
     lib.num_threads(threads)
 

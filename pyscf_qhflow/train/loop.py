@@ -602,8 +602,9 @@ def _train_step(run: _Run, idx: np.ndarray, gen: torch.Generator) -> dict:
     return metrics
 
 
-def _train(run: _Run, stop_at: int | None) -> bool:
-    """Train until ``cfg.steps``, ``cfg.max_minutes`` or ``stop_at``; True when stopped early.
+def _train(run: _Run, stop_at: int | None, stop_when=None) -> bool:
+    """Train until ``cfg.steps``, ``cfg.max_minutes``, ``stop_at`` or ``stop_when(step)``
+    is true; True when stopped early.
 
     Rank 0 logs every ``log_every`` steps, validates every ``val_every`` and
     writes ``state.pt`` every ``ckpt_minutes`` (the last step's row, scores and
@@ -647,7 +648,8 @@ def _train(run: _Run, stop_at: int | None) -> bool:
                 row.update(_format_scores(_validate(run)))
             _append_log(run.log_path, row)
         out_of_time = ((cfg.max_minutes is not None and now - run.t_start > 60.0 * cfg.max_minutes)
-                       or (stop_at is not None and step >= stop_at))
+                       or (stop_at is not None and step >= stop_at)
+                       or (stop_when is not None and stop_when(step)))
         if run.is_main and now - last_ckpt > 60.0 * cfg.ckpt_minutes and not out_of_time:
             _save_state(run)
             last_ckpt = now
@@ -686,7 +688,8 @@ def _finish(run: _Run) -> float:
 
 def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
         resume: bool = False, card: dict | None = None,
-        train_indices=None, val_indices=None, stop_at: int | None = None) -> dict:
+        train_indices=None, val_indices=None, stop_at: int | None = None,
+        stop_when=None) -> dict:
     """Train ``model`` in place; returns a summary (steps, best val MAE, loss history).
 
     ``train_set``/``val_set``: indexable record collections (``val_set`` may be
@@ -694,6 +697,9 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
     ``card``: extra model-card fields for ``best.pt`` (data, split...).
     ``stop_at``: stop after this step as if time ran out (state saved; the
     schedule still follows ``cfg.steps``), for runs in chunks.
+    ``stop_when``: a callable ``f(step) -> bool`` asked after every step (rank 0's
+    answer counts); true stops the same way (``qhflow learn`` stops a round
+    when new labels are ready or a signal came).
 
     Steps:
 
@@ -711,7 +717,7 @@ def fit(model, train_set, val_set, out_dir: str | os.PathLike, cfg: TrainConfig,
     if resume:
         _resume(run)
     _distribute(run)
-    stopped_early = _train(run, stop_at)
+    stopped_early = _train(run, stop_at, stop_when)
     final_mae = _finish(run)
     return {"step": run.step, "val_metric": cfg.val_metric, "best_val_score": run.best,
             "best_val_mae_uha": run.best if cfg.val_metric == "h_mae" else float("nan"),
