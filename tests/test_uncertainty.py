@@ -74,7 +74,8 @@ def test_prior_samples_seeded_and_batched(water, shipped):
     b = shipped.sample_focks(water, 3, seed=5)
     c = shipped.sample_focks(water, 3, seed=6)
     for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.fock, y.fock)
+        # equal draws; torch's CPU kernels sum in a thread-dependent order (~1e-14 Ha)
+        np.testing.assert_allclose(x.fock, y.fock, rtol=0, atol=1e-10)
     assert max(np.abs(x.fock - y.fock).max() for x, y in zip(a, c)) > 1e-6
     assert np.abs(a[0].fock - a[1].fock).max() > 1e-6  # the copies drew different priors
     assert np.abs(a[0].fock - shipped.predict(water).fock).max() > 1e-6
@@ -86,10 +87,15 @@ def test_oneshot_samples_equal_for_equal_seeds(water, shipped):
         return oneshot(mf, forces=False, model=shipped, num_samples=3, seed=seed).uncertainty
 
     u1, u2, u3 = run(0), run(0), run(1)
-    assert u1.signals == u2.signals and u1.calibrated  # the shipped model's calibration
+    # equal draws; the SCF numerics (grids, BLAS summation order) are reproducible only
+    # to ~1e-14 relative between runs (1e-13 Ha on the energies whose spread is "samples")
+    assert u1.signals.keys() == u2.signals.keys() and u1.calibrated  # the shipped calibration
+    for key, value in u1.signals.items():
+        assert u2.signals[key] == pytest.approx(value, rel=1e-9, abs=1e-10), key  # Ha
     assert u1.signals["samples"] > 0 and u1.signals["density_spread"] > 0
-    assert u1.signals["samples"] != u3.signals["samples"]
-    assert u1.signals["bracket"] == u3.signals["bracket"]  # the prediction itself is seedless
+    assert u1.signals["samples"] != pytest.approx(u3.signals["samples"], rel=1e-6)
+    # the prediction itself is seedless
+    assert u1.signals["bracket"] == pytest.approx(u3.signals["bracket"], rel=1e-9)
     s = energy_uncertainty(u1.signals, signal="samples")
     assert np.isfinite(s.e_tot) and s.e_tot > 0
 

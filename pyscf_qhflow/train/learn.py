@@ -42,6 +42,7 @@ the validation split of ``OUT``'s shards (which grows with the stream).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import functools
 import json
@@ -143,8 +144,10 @@ class _Labeller:
     """Labels ``specs`` in order in a spawned pool of ``jobs`` workers, ``2 * jobs`` in flight.
 
     Finished results (:func:`~pyscf_qhflow.data.label._label_task` dicts) collect
-    in completion order; the pool's result thread submits the next molecule.
-    :meth:`close` terminates the workers: what they were labelling is dropped.
+    in completion order; each finished molecule submits the next.  A worker that
+    dies (killed, out of memory) breaks the pool: ``broken`` says why, and the
+    molecules in flight stay unlabelled (labelled on restart, never recorded as
+    failed).  :meth:`close` ends the workers: what they were labelling is dropped.
     """
 
     def __init__(self, specs: Sequence[MoleculeSpec], protocol: dict, jobs: int):
@@ -154,33 +157,37 @@ class _Labeller:
         self._finished: list[dict] = []
         self._in_flight = 0
         self._closed = False
+        self.broken: str | None = None
         self._pool = None
         if self._todo:
-            self._pool = multiprocessing.get_context("spawn").Pool(
-                jobs, initializer=_worker_init, initargs=(1, True))
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                jobs, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init, initargs=(1, True))
             with self._lock:
                 for _ in range(2 * jobs):
                     self._submit()
 
     def _submit(self) -> None:  # with the lock held
-        if self._closed or not self._todo:
+        if self._closed or self.broken or not self._todo:
             return
         spec = self._todo.pop()
         self._in_flight += 1
-        self._pool.apply_async(_label_task, (spec, self._protocol, True),
-                               callback=self._done,
-                               error_callback=functools.partial(self._crashed, spec))
+        future = self._pool.submit(_label_task, spec, self._protocol, True)
+        future.add_done_callback(functools.partial(self._done, spec))
 
-    def _done(self, result: dict) -> None:
+    def _done(self, spec: MoleculeSpec, future: concurrent.futures.Future) -> None:
         with self._lock:
-            self._finished.append(result)
+            if future.cancelled() or self._closed:
+                return  # still counted in flight: left for a restart
+            err = future.exception()
+            if isinstance(err, concurrent.futures.BrokenExecutor):
+                self.broken = str(err) or type(err).__name__
+                return
             self._in_flight -= 1
+            self._finished.append(future.result() if err is None else {
+                "name": spec.name, keys.QM9_INDEX: spec.qm9_index,
+                "error": f"{type(err).__name__}: {err}"[:500]})
             self._submit()
-
-    def _crashed(self, spec: MoleculeSpec, err: BaseException) -> None:
-        # the worker could not run the task at all (_label_task catches labelling errors)
-        self._done({"name": spec.name, keys.QM9_INDEX: spec.qm9_index,
-                    "error": f"{type(err).__name__}: {err}"[:500]})
 
     def ready(self, n: int) -> bool:
         """``n`` labels finished, or the last ones of the stream."""
@@ -207,12 +214,18 @@ class _Labeller:
             return len(self._finished)
 
     def close(self) -> None:
+        """Cancel what is queued and end the workers now (``terminate_workers`` from 3.14)."""
         with self._lock:
             self._closed = True
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        if self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join()
+        self._pool = None
 
     def __enter__(self) -> "_Labeller":
         return self
@@ -377,22 +390,27 @@ def learn(stream: Sequence[MoleculeSpec], out_dir, model, cfg: TrainConfig,
     with _StopFlag(deadline, stop) as stopped, _Labeller(todo, protocol, lcfg.label_jobs) as lab:
         try:
             step, last_weights = _saved_step(out), time.monotonic()
-            while not stopped:
+            while not _halt(stopped, lab):
                 # 4. shards of the finished labels, then a round of training
                 _write_ready_shards(lab, shard_dir, prefix, attrs, counts, lcfg.chunk_size)
                 data = (_datasets(model, replay, shard_dir, val, lcfg.cache_dir)
                         if step < cfg.steps else None)
                 if data is None:  # nothing (more) to train on: wait for labels
                     if lab.remaining == 0 and lab.finished == 0:
+                        if step < cfg.steps:
+                            print("qhflow learn: the stream is labelled and no molecule is in "
+                                  "the train split (split_by_qm9_index, ~80% of molecules): "
+                                  "nothing to train on", flush=True)
                         break
-                    while not (stopped or lab.ready(lcfg.chunk_size) or lab.remaining == 0):
+                    while not (_halt(stopped, lab) or lab.ready(lcfg.chunk_size)
+                               or lab.remaining == 0):
                         time.sleep(0.2)
                     continue
                 train_set, train_idx, val_set, val_idx = data
                 step0 = step
 
                 def round_over(at: int) -> bool:  # asked by fit after each step
-                    return bool(stopped) or (
+                    return _halt(stopped, lab) or (
                         at - step0 >= lcfg.min_round_steps
                         and (lab.ready(lcfg.chunk_size)
                              or time.monotonic() - last_weights > 60.0 * cfg.ckpt_minutes))
@@ -421,6 +439,14 @@ def learn(stream: Sequence[MoleculeSpec], out_dir, model, cfg: TrainConfig,
             _write_weights(out, model, card)
     return {**{k: counts[k] for k in ("labelled", "failed", "unconverged", "shards_written")},
             "remaining": remaining, "step": _saved_step(out), "stopped": stopped.reason}
+
+
+def _halt(stopped: _StopFlag, lab: _Labeller) -> bool:
+    """The stop flag, set too when the labelling workers died."""
+    if lab.broken and not stopped:
+        stopped._set(f"the labelling workers died ({lab.broken}); the restart labels "
+                     "what they held")
+    return bool(stopped)
 
 
 def _print_status(status: dict, n_shards: int) -> None:
