@@ -2,7 +2,11 @@
 
 ``scf``: every molecule runs from every guess on a fresh SCF object with the
 same settings (:mod:`pyscf_qhflow.scfrun`); the converged density itself is
-the lower limit ('converged').  Rows are appended to a CSV as each molecule
+the lower limit ('converged').  Each row holds the cost of the guess apart
+(``guess_fock_builds``, ``guess_s``) and in the total (``fock_builds``,
+``wall_s``), the per-cycle trace (JSON), and the cost to each stopping rule of
+:data:`~pyscf_qhflow.scfrun.TOLERANCES` read off that trace (``cycles_1e-9``,
+``wall_s_1mev``, ...), so one run at conv_tol 1e-10 answers all three.  Rows are appended to a CSV as each molecule
 finishes; a run resumes per (molecule, guess), so an interrupted run goes on
 where it stopped and a new guess joins an old benchmark.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -25,16 +30,21 @@ import numpy as np
 import scipy.linalg
 from tqdm.auto import tqdm
 
-from .scfrun import PYSCF_GUESSES, make_scf, run_scf
-from .units import HARTREE_TO_UHA
+from .scfrun import PYSCF_GUESSES, SCREEN_EV, TOLERANCES, make_scf, run_scf, tolerance_columns
+from .units import HARTREE_TO_EV, HARTREE_TO_UHA
 
 __all__ = ["SCF_FIELDS", "bench_scf_molecule", "bench_scf", "summarize_scf",
+           "summarize_scf_cost", "plot_convergence",
            "fock_metrics", "plot_scf", "bench_accuracy", "summarize_accuracy",
            "read_rows", "csv_appender"]
 
 SCF_FIELDS = ["molecule", "natm", "nao", "guess", "cycles", "fock_builds", "wall_s",
               "e_tot", "converged", "qhflow_used", "inference_s", "qhflow_tau",
-              "delta_e_vs_minao"]
+              "delta_e_vs_minao", "conv_tol", "guess_fock_builds", "guess_s", "scf_s",
+              "conv_check_s",
+              *[f"{key}_{name}" for name, _, _ in TOLERANCES
+                for key in ("cycles", "fock_builds", "wall_s")],
+              "trace"]
 ENERGY_TOL = 1e-8  # Hartree
 
 
@@ -68,8 +78,10 @@ def bench_scf_molecule(name: str, mol, guesses: Iterable[str] = ("qhflow",) + PY
         row["guess"] = "converged"
         rows.append(row)
     for row in rows:
+        row.update(tolerance_columns(row))
         row.update(molecule=name, natm=mol.natm, nao=mol.nao,
-                   delta_e_vs_minao=None if e_minao is None else row["e_tot"] - e_minao)
+                   delta_e_vs_minao=None if e_minao is None else row["e_tot"] - e_minao,
+                   trace=json.dumps(row["trace"], separators=(",", ":")))
     return rows
 
 
@@ -193,6 +205,90 @@ def summarize_scf(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _number(value) -> float | None:
+    return None if value in (None, "", "None") else float(value)
+
+
+def summarize_scf_cost(rows: list[dict]) -> str:
+    """Markdown table: per stopping rule and guess, Fock builds and wall time against minao.
+
+    Fock builds include the guess's own (H_init for 'qhflow'); wall time
+    includes the guess, not the one-off imports and model load.  Only
+    molecules where both runs reached the rule count; rows of CSVs written
+    before the trace columns are left out.
+    """
+    by_mol: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_mol.setdefault(r["molecule"], {})[r["guess"]] = r
+    guesses = [g for g in dict.fromkeys(r["guess"] for r in rows) if g != "minao"]
+    lines = ["| stop at | guess | molecules | Fock builds (mean) | minao's | builds / minao "
+             "(mean) | wall / minao (mean) | wall / minao (median) | guess s (mean) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, _, _ in TOLERANCES:
+        for g in ["minao", *guesses]:
+            builds, builds_m, rb, rw, gs = [], [], [], [], []
+            for mol_rows in by_mol.values():
+                if g not in mol_rows or "minao" not in mol_rows:
+                    continue
+                r, m = mol_rows[g], mol_rows["minao"]
+                b, bm = _number(r.get(f"fock_builds_{name}")), _number(m.get(f"fock_builds_{name}"))
+                w, wm = _number(r.get(f"wall_s_{name}")), _number(m.get(f"wall_s_{name}"))
+                if None in (b, bm, w, wm):
+                    continue
+                builds.append(b)
+                builds_m.append(bm)
+                rb.append(b / bm)
+                rw.append(w / wm)
+                gs.append(_number(r.get("guess_s")) or 0.0)
+            if builds:
+                lines.append(f"| {name} | {g} | {len(builds)} | {statistics.mean(builds):.1f} | "
+                             f"{statistics.mean(builds_m):.1f} | {statistics.mean(rb):.1%} | "
+                             f"{statistics.mean(rw):.1%} | {statistics.median(rw):.1%} | "
+                             f"{statistics.mean(gs):.2f} |")
+    return "\n".join(lines)
+
+
+def plot_convergence(rows: list[dict], out_dir: str | Path) -> Path | None:
+    """|E - E_final| (Hartree) and the orbital-gradient norm against Fock builds, per guess.
+
+    One line per (molecule, guess) from the rows' traces; the Fock builds on
+    the x axis include the guess's own.  None when no row has a trace.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    traced = [r for r in rows if r.get("trace") not in (None, "")]
+    if not traced:
+        return None
+    guesses = list(dict.fromkeys(r["guess"] for r in traced))
+    colors = {g: f"C{i}" for i, g in enumerate(guesses)}
+    fig, (ax_e, ax_g) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in traced:
+        trace = json.loads(r["trace"]) if isinstance(r["trace"], str) else r["trace"]
+        e_final = float(r["e_tot"])
+        x = [p["fock_builds"] for p in trace]
+        ax_e.semilogy(x, [max(abs(p["e_tot"] - e_final), 1e-13) for p in trace],
+                      color=colors[r["guess"]], alpha=0.35, lw=0.8)
+        pts = [(p["fock_builds"], p["norm_gorb"]) for p in trace if p["norm_gorb"] is not None]
+        if pts:
+            ax_g.semilogy(*zip(*pts), color=colors[r["guess"]], alpha=0.35, lw=0.8)
+    for g in guesses:
+        ax_e.plot([], [], color=colors[g], label=g)
+    ax_e.axhline(SCREEN_EV / HARTREE_TO_EV, color="k", lw=0.8, ls="--", label="1 meV")
+    ax_e.set_xlabel("Fock builds (guess's own included)")
+    ax_e.set_ylabel("|E - E_converged| (Hartree)")
+    ax_e.legend(fontsize=8)
+    ax_g.set_xlabel("Fock builds (guess's own included)")
+    ax_g.set_ylabel("orbital-gradient norm")
+    ax_g.axhline(np.sqrt(1e-9), color="k", lw=0.8, ls="--")
+    fig.suptitle(f"SCF convergence per guess ({len({r['molecule'] for r in traced})} molecules)")
+    fig.tight_layout()
+    path = Path(out_dir) / "scf_convergence.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_scf(rows: list[dict], out_dir: str | Path) -> list[Path]:
     """Cycles per guess (box plot) and cycles ratio to minao vs molecule size."""
     try:
@@ -230,7 +326,8 @@ def plot_scf(rows: list[dict], out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(p2, dpi=120)
     plt.close(fig)
-    return [p1, p2]
+    p3 = plot_convergence(rows, out_dir)
+    return [p1, p2] + ([p3] if p3 else [])
 
 
 def fock_metrics(fock_pred: np.ndarray, fock_ref: np.ndarray, overlap: np.ndarray,

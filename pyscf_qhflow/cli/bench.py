@@ -90,25 +90,27 @@ def _shard_molecules(args, basis, charge: int = 0, spin: int | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
+    from ..scfrun import load_predictor
     if args.bench == "summarize":
         return _run_summarize(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        model = load_model(args.model)
+        model, setup = load_predictor(args.model, num_steps=args.num_steps)
     except FileNotFoundError as err:
         print(f"qhflow bench: {err}")
         return 2
-    from ..guess.predictor import Predictor
-    model = Predictor(model, num_steps=args.num_steps)
+    # the one-off cost of this process, in no row's wall_s
+    print(f"qhflow bench: imports {setup['import_s']:.2f} s (torch already imported: "
+          f"{setup['torch_was_imported']}), model load {setup['model_load_s']:.2f} s")
+    (out / "setup.json").write_text(json.dumps(setup) + "\n")
     if args.bench == "scf":
         return _run_scf(args, model, out)
     return _run_accuracy(args, model, out)
 
 
 def _run_scf(args, model, out: Path) -> int:
-    from ..benchmark import bench_scf, plot_scf, summarize_scf
+    from ..benchmark import bench_scf, plot_scf, summarize_scf, summarize_scf_cost
     mols = _xyz_molecules(args.inputs, args.basis, args.charge, args.spin)
     if args.shards:
         mols += _shard_molecules(args, args.basis, args.charge, args.spin)
@@ -118,7 +120,7 @@ def _run_scf(args, model, out: Path) -> int:
     rows = bench_scf(mols, out / "scf.csv", guesses=args.guesses, model=model,
                      jobs=args.jobs, xc=args.xc, grid_level=args.grid_level,
                      conv_tol=args.conv_tol, include_converged=not args.no_limit)
-    table = summarize_scf(rows)
+    table = summarize_scf(rows) + "\n\n" + summarize_scf_cost(rows)
     (out / "scf_summary.md").write_text(table + "\n")
     print(table)
     if not args.no_plots:
@@ -144,7 +146,7 @@ def _run_accuracy(args, model, out: Path) -> int:
 def _run_summarize(args) -> int:
     import csv
 
-    from ..benchmark import summarize_scf
+    from ..benchmark import summarize_scf, summarize_scf_cost
     rows, seen = [], set()
     for path in args.csv:
         with open(path) as f:
@@ -158,7 +160,7 @@ def _run_summarize(args) -> int:
                     return 2
                 seen.add(key)
                 rows.append(row)
-    table = summarize_scf(rows)
+    table = summarize_scf(rows) + "\n\n" + summarize_scf_cost(rows)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "scf_summary.md").write_text(table + "\n")
