@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import os
+import sys
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -128,46 +130,69 @@ def _done_runs(csv_path: Path) -> tuple[set[tuple[str, str]], dict[str, float]]:
             {r["molecule"]: float(r["e_tot"]) for r in rows if r["guess"] == "minao"})
 
 
+_WORKER_MODEL = None  # a pool worker's own copy of the model, set once by _init_worker
+
+
+def _init_worker(model, threads: int) -> None:
+    global _WORKER_MODEL
+    _WORKER_MODEL = model
+    from pyscf import lib
+    lib.num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def _bench_worker(args):
     name, mol, guesses, model, kwargs = args
-    return bench_scf_molecule(name, mol, guesses, model, **kwargs)
+    return bench_scf_molecule(name, mol, guesses, _WORKER_MODEL if model is None else model,
+                              **kwargs)
 
 
 def bench_scf(molecules: list[tuple[str, object]], csv_path: str | Path,
               guesses: Iterable[str] = ("qhflow",) + PYSCF_GUESSES, model=None,
               jobs: int = 1, progress: bool = True, include_converged: bool = True,
-              **kwargs) -> list[dict]:
+              with_minao: bool = True, on_molecule=None, **kwargs) -> list[dict]:
     """Benchmark every (name, mol) from minao and ``guesses``; append rows to ``csv_path``.
 
     Resumable per (molecule, guess): runs already in the CSV are skipped, so a
     new guess can be added to an old benchmark without re-running the others.
-    The 'converged' limit is made together with the minao run only.
+    The 'converged' limit is made together with the minao run only;
+    ``with_minao=False`` runs ``guesses`` alone (no limit, no
+    ``delta_e_vs_minao`` unless the CSV has minao already).  ``jobs > 1``:
+    worker processes with one copy of the model each and ``cpus // jobs``
+    threads.  ``on_molecule(rows)`` is called as each molecule finishes.
     """
     csv_path = Path(csv_path)
     done, e_minao = _done_runs(csv_path)
-    wanted = list(dict.fromkeys(["minao", *guesses]))
+    wanted = list(dict.fromkeys(["minao", *guesses] if with_minao else guesses))
     tasks = []
     for name, mol in molecules:
         todo = [g for g in wanted if (name, g) not in done]
         # the 'converged' limit restarts from the density of this run's minao SCF
         limit = include_converged and "minao" in todo
         if todo:
-            tasks.append((name, mol, tuple(todo), model,
+            tasks.append((name, mol, tuple(todo), model if jobs <= 1 else None,
                           {**kwargs, "include_converged": limit,
                            "e_minao": e_minao.get(name)}))
     with csv_appender(csv_path, SCF_FIELDS) as (f, writer):
-        bar = tqdm(total=len(tasks), desc="scf benchmark", disable=not progress)
+        bar = tqdm(total=len(tasks), desc="scf", unit="molecule", disable=not progress)
+
+        def save(rows: list[dict]) -> None:
+            writer.writerows(rows)
+            f.flush()  # an interrupted run keeps every finished molecule
+            bar.update()
+            if on_molecule is not None:
+                on_molecule(rows)
+
         if jobs > 1:
-            with ProcessPoolExecutor(jobs) as pool:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(jobs, initializer=_init_worker,
+                                     initargs=(model, threads)) as pool:
                 for rows in pool.map(_bench_worker, tasks):
-                    writer.writerows(rows)
-                    f.flush()
-                    bar.update()
+                    save(rows)
         else:
             for task in tasks:
-                writer.writerows(_bench_worker(task))
-                f.flush()
-                bar.update()
+                save(_bench_worker(task))
         bar.close()
     return read_rows(csv_path)
 

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "scf": "run SCF on .xyz files from the qhflow guess and compare with PySCF's guesses",
+    "scf": "run SCF from the qhflow guess on .xyz files, directories or SMILES files and compare with PySCF's guesses",
     "oneshot": "energy and forces at the predicted density (no SCF), with the Harris bracket",
     "label": "label molecules with PySCF (Fock matrices in the shared HDF5 format)",
     "train": "train a QHFlow model on labelled shards",
