@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                                           f"{row[f'h_mae_uha_{v}']:.1f} µHa" for v in VARIANTS),
                   flush=True)
     rows = read_rows(csv_path)
-    print(f"\n| H_init | molecules | added time (s) | H_init diff. from exact (µHa) | "
+    print("\n| H_init | molecules | added time (s) | H_init diff. from exact (µHa) | "
           "model H MAE (µHa) | vs exact |\n|---|---|---|---|---|---|")
     base = statistics.mean(float(r["h_mae_uha_exact"]) for r in rows)
     for v in VARIANTS:

@@ -20,7 +20,6 @@ label (float32), the energy difference.  Resumable CSV.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path

@@ -11,7 +11,7 @@ the model loaded and warmed up once beforehand:
    analytic gradient on the converged SCF;
 4. SCF from the qhflow guess (skipped with ``--no-qhflow-scf``).
 
-Wall times, Fock builds (every ``RKS.get_veff`` call, H_init's included) and the
+Wall times, Fock builds (``scfrun.count_fock_builds``: H_init's and conv_check's included) and the
 one-shot errors against the SCF (energy in meV, force MAE in meV/Angstrom)
 go to OUT/speed.csv, one row per molecule, flushed as each finishes; a rerun
 skips molecules already there. Prints a markdown table; writes
@@ -27,9 +27,7 @@ import argparse
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from pyscf import gto
@@ -37,7 +35,7 @@ from pyscf import gto
 from pyscf_qhflow.benchmark import csv_appender, read_rows
 from pyscf_qhflow.checkpoint import load_model
 from pyscf_qhflow.oneshot import oneshot
-from pyscf_qhflow.scfrun import load_molecule, make_scf, run_scf
+from pyscf_qhflow.scfrun import count_fock_builds, load_molecule, make_scf, run_scf
 from pyscf_qhflow.units import BOHR_TO_ANGSTROM, HARTREE_TO_MEV
 
 FORCE_MEV_A = HARTREE_TO_MEV / BOHR_TO_ANGSTROM  # Hartree/Bohr -> meV/Angstrom
@@ -48,31 +46,9 @@ FIELDS = ["molecule", "natm", "nao", "t_oneshot_energy", "builds_oneshot_energy"
           "de_oneshot_mev", "force_mae_mev_a", "force_df_vs_exact_max_mev_a"]
 
 
-@contextmanager
-def counting_fock_builds() -> Iterator[dict]:
-    """Count every Kohn-Sham Fock build (``RKS.get_veff``) in the block, H_init's included.
-
-    H_init is built on a protocol object of its own (``hinit.hinit_beside``),
-    so counting on the SCF object alone would miss it; the class is patched
-    instead, for the duration of the block.
-    """
-    from pyscf.dft import rks
-    counter = {"n": 0}
-    original = rks.RKS.get_veff
-
-    def counting_get_veff(self, *args, **kwargs):
-        counter["n"] += 1
-        return original(self, *args, **kwargs)
-
-    rks.RKS.get_veff = counting_get_veff
-    try:
-        yield counter
-    finally:
-        rks.RKS.get_veff = original
-
-
 def timed_oneshot(mol, model, grid_level: int, **kwargs):
-    with counting_fock_builds() as builds:
+    # H_init is built on a protocol object of its own: count the molecule's builds
+    with count_fock_builds(mol) as builds:
         mf = make_scf(mol, grid_level=grid_level)
         t0 = time.perf_counter()
         res = oneshot(mf, model=model, **kwargs)
@@ -81,13 +57,12 @@ def timed_oneshot(mol, model, grid_level: int, **kwargs):
 
 
 def timed_scf(mol, guess: str, model, grid_level: int, conv_tol: float):
-    with counting_fock_builds() as builds:
-        mf = make_scf(mol, grid_level=grid_level, conv_tol=conv_tol)
-        mf.qhflow_model = model
-        scf = run_scf(mf, guess)
+    mf = make_scf(mol, grid_level=grid_level, conv_tol=conv_tol)
+    mf.qhflow_model = model
+    scf = run_scf(mf, guess)  # its Fock builds include H_init's and conv_check's
     if not scf["converged"]:
         raise RuntimeError(f"{mol}: the SCF from {guess} did not converge")
-    return mf, scf, builds["n"]
+    return mf, scf, scf["fock_builds"]
 
 
 def bench_molecule(name: str, mol, model, grid_level: int, conv_tol: float,

@@ -10,6 +10,15 @@
     The predictor used when an SCF object has no ``qhflow_model``; set it
     with :func:`pyscf_qhflow.set_default_model`.  ``None`` means the shipped
     weights (``load_model('default')``), loaded on first use and kept here.
+
+``hinit_grid_level``
+    The XC grid level of the H_init the ``'qhflow'`` guess builds (the
+    network's input).  ``None`` (default): the model's protocol grid (level
+    3), built once and shared with the SCF that follows.  ``1``: a level-1
+    grid for H_init only (about half the seconds of the H_init build, and
+    ~1 µHa MAE from the protocol's H_init against the model's ~100 µHa error,
+    ``benchmarks/bench_cheap_hinit.py``), while the SCF builds its own level-3
+    grid.  Labels always use the protocol grid.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ from typing import Any
 
 on_unsupported: str = "warn"
 default_model: Any = None
+hinit_grid_level: int | None = None
 
 _VALID = {"on_unsupported": ("warn", "raise")}
 
@@ -39,3 +49,6 @@ def check() -> None:
     if on_unsupported not in _VALID["on_unsupported"]:
         raise ValueError(f"pyscf_qhflow.config.on_unsupported must be one of "
                          f"{_VALID['on_unsupported']}, got {on_unsupported!r}")
+    if hinit_grid_level is not None and hinit_grid_level not in range(10):
+        raise ValueError(f"pyscf_qhflow.config.hinit_grid_level must be None or a PySCF "
+                         f"grid level 0-9, got {hinit_grid_level!r}")

@@ -4,7 +4,6 @@ Positions are in Angstrom.  Both lists stay inside each molecule of a batch.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 __all__ = ["radius_pairs"]

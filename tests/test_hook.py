@@ -343,3 +343,27 @@ def test_one_guess_checks_input_support_and_layout_once(water, monkeypatch):
     mf.get_init_guess(key="qhflow")
     assert mf.qhflow_info["used"]
     assert calls == {"check_input": 1, "from_mol": 1, "prepare": 1}
+
+
+def test_coarse_hinit_grid_is_for_the_network_input_only(water, monkeypatch):
+    """config.hinit_grid_level = 1: H_init on its own level-1 grid, the SCF keeps level 3."""
+    from pyscf_qhflow import config
+    monkeypatch.setattr(config, "hinit_grid_level", 1)
+    plain = dft.RKS(water, xc="b3lyp")
+    plain.conv_tol = 1e-10
+    e_plain = plain.kernel()
+    mf = dft.RKS(water, xc="b3lyp")
+    mf.conv_tol = 1e-10
+    mf.init_guess = "qhflow"
+    predictor = mf.qhflow_model = RecordsHinit()
+    assert abs(mf.kernel() - e_plain) < 1e-9
+    assert mf.qhflow_info["hinit_shared_with_scf"] == ["integrals"]  # not the grid
+    assert mf.grids.level == 3
+    (given,) = predictor.hinits
+    exact = hinit_module.minao_fock(water)
+    coarse = hinit_module.minao_fock(water, grid_level=1)
+    np.testing.assert_allclose(given, coarse, atol=1e-10)
+    assert 0 < np.abs(given - exact).max() < 1e-3  # Hartree: close, not the same
+    monkeypatch.setattr(config, "hinit_grid_level", 12)
+    with pytest.raises(ValueError, match="hinit_grid_level"):
+        config.check()

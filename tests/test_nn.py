@@ -5,7 +5,6 @@ import copy
 import dataclasses
 import time
 
-import numpy as np
 import pytest
 import torch
 from e3nn import o3
@@ -20,8 +19,7 @@ from pyscf_qhflow.nn.so3 import (e3nn_to_escn, escn_irreps, escn_to_e3nn, irreps
                                  parity_irreps_wigner_D)
 
 from symmetry import (check_batch_vs_single, check_orthogonal_equivariance,
-                      check_permutation, check_translation, make_batch, random_orthogonal,
-                      select_molecule)
+                      check_permutation, check_translation, make_batch, random_orthogonal)
 
 IRREPS = "3x0e+2x1o+1x2e"
 SCALE = 0.01

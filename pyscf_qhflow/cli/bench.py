@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-limit", action="store_true",
                    help="skip the converged-density restart (the lower-limit row)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--hinit-grid-level", type=int, default=None,
+                   help="XC grid level of the guess's H_init (pyscf_qhflow.config."
+                        "hinit_grid_level; default: the protocol's grid, shared with the SCF)")
     _add_num_steps(p)
     a = sub.add_parser("accuracy", help="H MAE, orbital energies, orbital similarity "
                                         "on labelled molecules (and the H_init baseline)")
@@ -110,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_scf(args, model, out: Path) -> int:
+    from .. import config
     from ..benchmark import bench_scf, plot_scf, summarize_scf, summarize_scf_cost
+    config.hinit_grid_level = args.hinit_grid_level
+    config.check()
     mols = _xyz_molecules(args.inputs, args.basis, args.charge, args.spin)
     if args.shards:
         mols += _shard_molecules(args, args.basis, args.charge, args.spin)

@@ -224,6 +224,8 @@ def predict_beside(mf, mol, model, layout=None, share: bool = True, num_samples:
 def _hinit_for_guess(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
     """H_init beside ``mf`` (:func:`pyscf_qhflow.hinit.hinit_beside`) when the predictor takes one.
 
+    On a grid of level ``config.hinit_grid_level`` (None: the protocol's level 3).
+
     ``(None, [])`` when the predictor takes no ``hinit`` or declares no ``xc``:
     it then builds what it needs itself.
     """
@@ -236,7 +238,11 @@ def _hinit_for_guess(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
     xc = getattr(model, "xc", None)
     if xc is None:
         return None, []
-    return hinit_beside(mf, mol, xc)
+    # a coarser grid for the network's input only (config.hinit_grid_level); the SCF
+    # then builds its own grid, as it would without the guess
+    if config.hinit_grid_level is None:
+        return hinit_beside(mf, mol, xc)
+    return hinit_beside(mf, mol, xc, grid_level=config.hinit_grid_level)
 
 
 def _dm_ndim(mf) -> int:

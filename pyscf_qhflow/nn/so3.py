@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 
 import torch
 from e3nn import o3
