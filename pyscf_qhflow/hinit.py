@@ -111,8 +111,12 @@ def hinit_beside(mf, mol: gto.Mole, xc: str, grid_level: int = 3
         shared.append("grids")
     if mf._eri is not None:
         ref._eri = mf._eri
+    # decided before ref builds its integrals: afterwards the process holds them, and
+    # mf's memory check (which counts the process's memory) would refuse the very
+    # integrals it is handed, and the SCF would run direct, twice as slow per cycle
+    mf_keeps_eri = mf._eri is None and (mol.incore_anyway or mf._is_mem_enough())
     fock = np.asarray(ref.get_fock(dm=ref.init_guess_by_minao(mol)))  # [nao, nao]
-    if mf._eri is None and ref._eri is not None and (mol.incore_anyway or mf._is_mem_enough()):
+    if mf_keeps_eri and ref._eri is not None:
         mf._eri = ref._eri
     if mf._eri is not None and mf._eri is ref._eri:
         shared.append("integrals")

@@ -367,3 +367,25 @@ def test_coarse_hinit_grid_is_for_the_network_input_only(water, monkeypatch):
     monkeypatch.setattr(config, "hinit_grid_level", 12)
     with pytest.raises(ValueError, match="hinit_grid_level"):
         config.check()
+
+
+def test_hinit_hands_its_integrals_to_the_scf_even_when_they_fill_the_memory(water, monkeypatch):
+    """PySCF's in-core check counts the process's memory: once H_init's integrals exist,
+    the SCF's own check would refuse them (aspirin ran direct SCF, twice as slow per
+    cycle).  The decision is taken before they are built."""
+    from pyscf import gto
+    built = {"int2e": False}
+    intor = gto.Mole.intor
+
+    def recording_intor(self, name, *args, **kwargs):
+        built["int2e"] |= name.startswith("int2e")
+        return intor(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(gto.Mole, "intor", recording_intor)
+    # memory is enough for one copy of the integrals, not beside one that exists
+    monkeypatch.setattr(scf.hf.SCF, "_is_mem_enough", lambda self: not built["int2e"])
+    mf = dft.RKS(water, xc="b3lyp")
+    mf.qhflow_model = RecordsHinit()
+    mf.get_init_guess(key="qhflow")
+    assert built["int2e"] and mf._eri is not None
+    assert "integrals" in mf.qhflow_info["hinit_shared_with_scf"]
