@@ -19,14 +19,23 @@
     ~1 µHa MAE from the protocol's H_init against the model's ~100 µHa error,
     ``benchmarks/bench_cheap_hinit.py``), while the SCF builds its own level-3
     grid.  Labels always use the protocol grid.
+
+``guess_confidence``
+    ``True`` (default): the ``'qhflow'`` guess also draws the calibration's K
+    prior samples (one network batch, about 3-5 times one prediction) for its
+    confidence and the low-confidence fallback (``mf.qhflow_info['confidence']``).
+    ``False``: the prediction alone, no confidence and no fallback on it;
+    the fastest guess (screening of molecules the model is known to serve).
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 on_unsupported: str = "warn"
 default_model: Any = None
 hinit_grid_level: int | None = None
+guess_confidence: bool = True
 
 _VALID = {"on_unsupported": ("warn", "raise")}
 
@@ -52,3 +61,22 @@ def check() -> None:
     if hinit_grid_level is not None and hinit_grid_level not in range(10):
         raise ValueError(f"pyscf_qhflow.config.hinit_grid_level must be None or a PySCF "
                          f"grid level 0-9, got {hinit_grid_level!r}")
+
+
+@contextmanager
+def temporarily(**options) -> Iterator[None]:
+    """Set options of this module for the block and restore them after (the CLI's way)."""
+    import sys
+    module = sys.modules[__name__]
+    unknown = sorted(k for k in options if k.startswith("_") or not hasattr(module, k))
+    if unknown:
+        raise ValueError(f"unknown pyscf_qhflow.config option(s): {unknown}")
+    saved = {k: getattr(module, k) for k in options}
+    for k, v in options.items():
+        setattr(module, k, v)
+    try:
+        check()
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)

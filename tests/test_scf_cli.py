@@ -41,7 +41,8 @@ def test_batch_scf_with_two_workers_resumes_from_its_csv(tiny_checkpoint, tmp_pa
 def test_scf_without_comparison_runs_qhflow_only(tiny_checkpoint, tmp_path, capsys):
     results = tmp_path / "only.csv"
     assert main(["scf", str(EXAMPLES / "water.xyz"), "--xc", "hf", "--compare",
-                 "--csv", str(results), "--model", str(tiny_checkpoint)]) == 0
+                 "--csv", str(results), "--model", str(tiny_checkpoint),
+                 "--no-confidence"]) == 0
     assert [r["guess"] for r in csv.DictReader(results.open())] == ["qhflow"]
     assert "qhflow" in capsys.readouterr().out
 
@@ -54,3 +55,14 @@ def test_scf_reports_bad_inputs(tmp_path, capsys):
     assert "no .xyz files in directory" in capsys.readouterr().out
     assert main(["scf", str(EXAMPLES / "water.xyz"), str(EXAMPLES / "water.xyz")]) == 2
     assert "comes from both" in capsys.readouterr().out
+
+
+def test_cli_options_do_not_leak_into_the_process(tiny_checkpoint, tmp_path):
+    from pyscf_qhflow import config
+    assert main(["scf", str(EXAMPLES / "water.xyz"), "--xc", "hf", "--compare",
+                 "--csv", str(tmp_path / "r.csv"), "--model", str(tiny_checkpoint),
+                 "--no-confidence"]) == 0
+    assert config.guess_confidence is True
+    with pytest.raises(ValueError, match="unknown"):
+        with config.temporarily(no_such_option=1):
+            pass

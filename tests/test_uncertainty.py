@@ -136,6 +136,24 @@ def test_low_confidence_guess_warns_and_falls_back(water, shipped, monkeypatch):
     np.testing.assert_allclose(dm, mf.get_init_guess(key="minao"), atol=1e-12)
 
 
+def test_guess_without_confidence_draws_no_samples(water, shipped, monkeypatch):
+    """config.guess_confidence = False: the prediction alone, so no low-confidence fallback."""
+    from pyscf_qhflow import config
+    monkeypatch.setattr(config, "guess_confidence", False)
+    monkeypatch.setitem(CALIBRATION["guess"], "fallback_ha", 0.0)  # would fall back
+    mf = dft.RKS(water, xc="b3lyp")
+    mf.qhflow_model = shipped
+    mf.verbose = 0
+    dm = mf.get_init_guess(key="qhflow")
+    assert mf.qhflow_info["used"] and mf.qhflow_info["confidence"] is None
+    monkeypatch.setattr(config, "guess_confidence", True)
+    monkeypatch.setitem(CALIBRATION["guess"], "fallback_ha", 1.0)
+    mf2 = dft.RKS(water, xc="b3lyp")
+    mf2.qhflow_model = shipped
+    mf2.verbose = 0
+    np.testing.assert_allclose(dm, mf2.get_init_guess(key="qhflow"), atol=1e-10)
+
+
 def test_density_spread_and_sample_spread_known_values():
     s = np.eye(2)
     dm = np.diag([2.0, 0.0])

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--hinit-grid-level", type=int, default=None,
                    help="XC grid level of the guess's H_init (pyscf_qhflow.config."
                         "hinit_grid_level; default: the protocol's grid, shared with the SCF)")
+    p.add_argument("--no-confidence", action="store_true",
+                   help="the guess without its prior samples (pyscf_qhflow.config."
+                        "guess_confidence = False)")
     _add_num_steps(p)
     a = sub.add_parser("accuracy", help="H MAE, orbital energies, orbital similarity "
                                         "on labelled molecules (and the H_init baseline)")
@@ -114,9 +117,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_scf(args, model, out: Path) -> int:
     from .. import config
+    with config.temporarily(hinit_grid_level=args.hinit_grid_level,
+                            guess_confidence=not args.no_confidence):
+        return _bench_scf(args, model, out)
+
+
+def _bench_scf(args, model, out: Path) -> int:
     from ..benchmark import bench_scf, plot_scf, summarize_scf, summarize_scf_cost
-    config.hinit_grid_level = args.hinit_grid_level
-    config.check()
     mols = _xyz_molecules(args.inputs, args.basis, args.charge, args.spin)
     if args.shards:
         mols += _shard_molecules(args, args.basis, args.charge, args.spin)

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None,
                         help="append each molecule's rows here and skip what it holds "
                              "(resumable; default for several molecules: qhflow_scf.csv)")
+    parser.add_argument("--no-confidence", action="store_true",
+                        help="skip the guess's prior samples (its confidence and "
+                             "low-confidence fallback): the fastest guess")
     parser.add_argument("--model", default="default",
                         help="'default' (shipped weights) or a checkpoint path")
     parser.add_argument("--verbose", type=int, default=0, help="PySCF verbosity")
@@ -100,6 +103,12 @@ def _print_molecule(rows: list[dict], write=print) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import config
+    with config.temporarily(guess_confidence=not args.no_confidence):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..benchmark import bench_scf, summarize_scf, summarize_scf_cost

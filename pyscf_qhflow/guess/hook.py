@@ -289,7 +289,8 @@ def init_guess_by_qhflow(mf, mol=None, model=None):
         t0 = time.perf_counter()
         fock, guard, hinit_shared, samples = predict_beside(
             mf, target, model, layout, share=mol_model is None,
-            num_samples=int(calibration.get("num_samples", 0)) if calibrated else 0, seed=0)
+            num_samples=(int(calibration.get("num_samples", 0))
+                         if calibrated and config.guess_confidence else 0), seed=0)
         inference_s = time.perf_counter() - t0
     except UnsupportedMoleculeError as err:
         reason = str(err)
