@@ -1,2 +1,2 @@
 """The package version (a leaf, so checkpoints can record it without importing the package)."""
-__version__ = "0.2.0"
+__version__ = "0.3.0"
