@@ -42,7 +42,7 @@ __all__ = ["SCF_FIELDS", "bench_scf_molecule", "bench_scf", "summarize_scf",
 
 SCF_FIELDS = ["molecule", "natm", "nao", "guess", "cycles", "fock_builds", "wall_s",
               "e_tot", "converged", "qhflow_used", "inference_s", "qhflow_tau",
-              "delta_e_vs_minao", "conv_tol", "guess_fock_builds", "guess_s", "scf_s",
+              "delta_e_vs_minao", "conv_tol", "incore", "guess_fock_builds", "guess_s", "scf_s",
               "conv_check_s",
               *[f"{key}_{name}" for name, _, _ in TOLERANCES
                 for key in ("cycles", "fock_builds", "wall_s")],

@@ -115,8 +115,10 @@ def hinit_beside(mf, mol: gto.Mole, xc: str, grid_level: int = 3
     # mf's memory check (which counts the process's memory) would refuse the very
     # integrals it is handed, and the SCF would run direct, twice as slow per cycle
     mf_keeps_eri = mf._eri is None and (mol.incore_anyway or mf._is_mem_enough())
+    if mf_keeps_eri:  # what PySCF's get_jk would build for mf; ref then needs no check
+        ref._eri = mol.intor("int2e", aosym="s8")
     fock = np.asarray(ref.get_fock(dm=ref.init_guess_by_minao(mol)))  # [nao, nao]
-    if mf_keeps_eri and ref._eri is not None:
+    if mf_keeps_eri:
         mf._eri = ref._eri
     if mf._eri is not None and mf._eri is ref._eri:
         shared.append("integrals")

@@ -35,11 +35,20 @@ from .errors import check_geometry
 from .units import HARTREE_TO_EV
 
 __all__ = ["PYSCF_GUESSES", "TOLERANCES", "load_molecule", "make_scf", "run_scf",
+           "incore_integrals",
            "count_fock_builds", "stop_at_tol", "stop_within", "tolerance_columns",
            "load_predictor"]
 
 # every built-in guess PySCF offers for molecules, in the order reported
 PYSCF_GUESSES = ("minao", "atom", "huckel", "sap", "1e")
+
+# The in-core rule of every run, from the molecule alone: PySCF keeps the two-electron
+# integrals in core when nao^4/1e6 MB plus the process's *current* memory fits in
+# 95% of max_memory, so in one long process (a benchmark, a screening run) the
+# same molecule ran in core or direct by the history of what ran before it (the
+# process's memory grows and is not given back), up to 3x per cycle either way.
+# run_scf charges the integrals as if the process held this much and nothing else.
+INCORE_BASELINE_MB = 1000.0
 
 # the three stopping rules reported: (column suffix, conv_tol or None, energy window in eV)
 SCREEN_EV = 1e-3  # 1 meV: what screening needs
@@ -144,6 +153,12 @@ def count_fock_builds(mol: gto.Mole):
             setattr(c, "get_veff", original)
 
 
+def incore_integrals(mol: gto.Mole, max_memory_mb: float) -> bool:
+    """Whether ``run_scf`` keeps ``mol``'s integrals in core: PySCF's rule with a fixed
+    process size (:data:`INCORE_BASELINE_MB`) instead of the current one."""
+    return mol.nao_nr() ** 4 / 1e6 + INCORE_BASELINE_MB < 0.95 * max_memory_mb
+
+
 def run_scf(mf, guess) -> dict:
     """Run ``mf.kernel()`` from ``guess`` (a PySCF key, 'qhflow', or a density matrix).
 
@@ -151,7 +166,9 @@ def run_scf(mf, guess) -> dict:
     wall seconds split into guess and SCF, energy (Hartree), convergence, the
     per-cycle ``trace`` (list of dicts: cycle, e_tot, delta_e, norm_gorb,
     fock_builds, t_s since the start; cycle 0 is the guess density's energy),
-    ``conv_check_s`` (the final conv_check cycle), and for 'qhflow' whether
+    ``conv_check_s`` (the final conv_check cycle), ``incore`` (the
+    integrals kept in core, by :func:`incore_integrals` so that every guess
+    and every molecule of a long run decides alike), and for 'qhflow' whether
     the model was used.
     """
     label = guess if isinstance(guess, str) else "dm"
@@ -188,9 +205,11 @@ def run_scf(mf, guess) -> dict:
             user_callback(envs)
 
     # instance attributes would trip PySCF's sanity check; a thin subclass does not
+    incore = incore_integrals(mf.mol, mf.max_memory)
     mf.__class__ = type(mf.__class__.__name__, (mf.__class__,),
                         {"get_init_guess": staticmethod(timed_get_init_guess),
-                         "energy_tot": staticmethod(marked_energy_tot)})
+                         "energy_tot": staticmethod(marked_energy_tot),
+                         "_is_mem_enough": lambda self: incore})
     mf.callback = record
     with count_fock_builds(mf.mol) as counter:
         t0 = time.perf_counter()
@@ -204,7 +223,7 @@ def run_scf(mf, guess) -> dict:
             "guess_fock_builds": clock["guess_builds"],
             "wall_s": wall, "guess_s": clock["guess_s"], "scf_s": wall - clock["guess_s"],
             "e_tot": float(e_tot), "converged": bool(mf.converged),
-            "conv_tol": float(mf.conv_tol),
+            "conv_tol": float(mf.conv_tol), "incore": incore,
             "qhflow_used": info.get("used") if label == "qhflow" else None,
             "inference_s": info.get("inference_s") if label == "qhflow" else None,
             # the overlap damping the gap guard settled on (pyscf_qhflow.gap_guard)

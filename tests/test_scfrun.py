@@ -82,3 +82,13 @@ def test_cost_table_and_convergence_plot_from_bench_rows(water, tiny_model, tmp_
     pytest.importorskip("matplotlib", reason="plots need the optional 'bench' extra")
     from pyscf_qhflow.benchmark import plot_convergence
     assert plot_convergence(rows, tmp_path).stat().st_size > 1000
+
+
+def test_incore_rule_does_not_depend_on_the_process_history(water, monkeypatch):
+    """A process that grew (earlier molecules) must not turn one guess's SCF direct."""
+    from pyscf import lib
+    monkeypatch.setattr(lib, "current_memory", lambda: (1e9, 1e9))  # MB: 'memory is full'
+    mf = make_scf(water, xc="hf", conv_tol=1e-10)
+    assert not mf._is_mem_enough()  # PySCF's own rule would now run direct
+    row = run_scf(mf, "minao")
+    assert row["incore"] and mf._eri is not None
