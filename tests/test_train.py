@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -274,6 +275,48 @@ def test_cli_train_end_to_end(records, tmp_path, monkeypatch):
                              str(tmp_path / "cache")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert rows[-1]["step"] == "4"
+
+
+def test_cli_train_sigterm_saves_the_state_and_resume_continues(records, tmp_path,
+                                                                monkeypatch):
+    """SIGTERM ends `qhflow train` after the current step with best.pt and state.pt."""
+    import os
+    import signal
+
+    from pyscf_qhflow.cli.main import main
+    from pyscf_qhflow.data.label import shard_attrs, write_shard
+    from pyscf_qhflow.train import loop
+
+    shard = [{"Z": r["Z"], "pos": r["pos"], "fock": r["fock"], "energy": 0.0, "cycles": 1,
+              "converged": True, "qm9_index": q} for q, r in zip((1001, 1002, 1028), records)]
+    write_shard(tmp_path / "data" / "qm9_b3lyp_def2svp_000.h5", shard,
+                shard_attrs(xc="hf", basis="def2-svp"))
+    (tmp_path / "tiny-hf.json").write_text(json.dumps(tiny_model().config.to_dict()))
+    step = loop.training_step
+    calls = []
+
+    def terminate_in_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` from a shell
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "training_step", terminate_in_step_2)
+    args = ["train", "--config", str(tmp_path / "tiny-hf.json"), "--data",
+            str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--steps", "1000",
+            "--batch-size", "2", "--val-every", "100", "--no-progress",
+            "--cache-dir", str(tmp_path / "cache")]
+    previous = signal.getsignal(signal.SIGTERM)
+    assert main(args) == 0
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+    assert (tmp_path / "run" / "best.pt").exists()
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    assert state["step"] == 2
+    monkeypatch.setattr(loop, "training_step", step)
+    assert main(args[:-2] + ["--resume", "--steps", "4", "--cache-dir",
+                             str(tmp_path / "cache")]) == 0
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=False)["step"] == 4
+    assert len(calls) == 2  # the first run stopped in its second step
 
 
 def test_cli_train_init_from_starts_at_the_checkpoint_weights(records, tmp_path):

@@ -108,7 +108,7 @@ def initial_model(config_spec: str, init_from: str | None, seed: int, who: str):
 def run(args: argparse.Namespace) -> int:
     from ..data.dataset import ShardDataset
     from ..data.splits import split_by_qm9_index
-    from ..train.loop import fit
+    from ..train.loop import StopOnSignal, fit
 
     model = initial_model(args.config, args.init_from, args.seed, "qhflow train")
     config = model.config
@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> int:
                       "train": len(train_idx), "val": len(val_idx), "test": len(test_idx)}}
     print(f"qhflow train: model {config.name} ({model.num_parameters()} parameters), "
           f"{data!r}; split train/val/test {len(train_idx)}/{len(val_idx)}/{len(test_idx)}")
-    summary = fit(model, data, data, args.out, cfg, resume=args.resume, card=card,
-                  train_indices=train_idx, val_indices=val_idx)
+    # SIGINT/SIGTERM end the run after the current step with best.pt and state.pt
+    # written, as --max-minutes does: --resume then loses nothing
+    with StopOnSignal() as stopped:
+        summary = fit(model, data, data, args.out, cfg, resume=args.resume, card=card,
+                      train_indices=train_idx, val_indices=val_idx,
+                      stop_when=lambda step: bool(stopped))
     best = (f"H MAE {summary['best_val_score']:.1f} micro-Hartree"
             if summary["val_metric"] == "h_mae"
             else f"guess-density error {summary['best_val_score']:.4f} electrons")

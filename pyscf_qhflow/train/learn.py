@@ -47,7 +47,6 @@ import copy
 import functools
 import json
 import multiprocessing
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +64,7 @@ from ..data.label import (MoleculeSpec, _file_token, _finish_shard, _label_task,
                           default_conv_tol, qm9_indices_in_shards, shard_attrs)
 from ..data.splits import split_by_qm9_index
 from ..fileio import atomic_write_text
-from .loop import TrainConfig, fit
+from .loop import StopOnSignal, TrainConfig, fit
 
 __all__ = ["LearnConfig", "learn", "names_in_shards"]
 
@@ -236,35 +235,13 @@ class _Labeller:
 
 # ---------------------------------------------------------------- stopping
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM (a second SIGINT interrupts at once), ``stop`` or the deadline;
-    the previous signal handlers are restored on exit."""
+class _StopFlag(StopOnSignal):
+    """:class:`~pyscf_qhflow.train.loop.StopOnSignal`, set too by ``stop`` or the deadline."""
 
     def __init__(self, deadline: float | None, event: threading.Event | None):
-        self.reason: str | None = None
+        super().__init__("stopping; finished labels go into a shard, the training state "
+                         "into state.pt")
         self._deadline, self._event = deadline, event
-        self._old: dict = {}
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self._set(signal.Signals(signum).name)
-
-    def _set(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-            tqdm.write(f"qhflow learn: {reason}: stopping; finished labels go into a shard, "
-                       "the training state into state.pt")
 
     def __bool__(self) -> bool:
         if self.reason is None and self._event is not None and self._event.is_set():

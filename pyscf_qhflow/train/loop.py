@@ -34,6 +34,8 @@ import copy
 import csv
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -600,6 +602,45 @@ def _train_step(run: _Run, idx: np.ndarray, gen: torch.Generator) -> dict:
     run.step += 1
     run.history.append((run.step, metrics["loss"]))
     return metrics
+
+
+class StopOnSignal:
+    """A stop flag set by SIGINT or SIGTERM while the block runs (a second SIGINT
+    interrupts at once); the previous handlers are restored on exit.
+
+    ``fit(..., stop_when=lambda step: bool(flag))`` then ends the run after the
+    current step the way ``--max-minutes`` does: final validation, ``best.pt``
+    and ``state.pt``, so ``--resume`` loses nothing.  ``message`` is printed
+    when it is set.
+    """
+
+    def __init__(self, message: str = "stopping after this step; state.pt is written"):
+        self.reason: str | None = None
+        self._message = message
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._set(signal.Signals(signum).name)
+
+    def _set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            tqdm.write(f"qhflow: {reason}: {self._message}")
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
 
 
 def _train(run: _Run, stop_at: int | None, stop_when=None) -> bool:
