@@ -124,7 +124,10 @@ def density_spread(dms: list[np.ndarray], dm: np.ndarray, overlap: np.ndarray) -
     """``sqrt(mean_k Tr((D_k - D) S (D_k - D) S))``: RMS distance of samples from D (electrons)."""
     if not dms:
         return 0.0
-    sq = [float(np.einsum("ij,jk,kl,li->", d - dm, overlap, d - dm, overlap)) for d in dms]
+    sq = []
+    for d in dms:
+        a = (d - dm) @ overlap  # Tr(A A) as a sum: a 4-operand einsum was O(nao^4)
+        sq.append(float(np.sum(a * a.T)))
     return float(np.sqrt(max(np.mean(sq), 0.0)))
 
 
