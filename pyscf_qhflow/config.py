@@ -12,13 +12,15 @@
     weights (``load_model('default')``), loaded on first use and kept here.
 
 ``hinit_grid_level``
-    The XC grid level of the H_init the ``'qhflow'`` guess builds (the
-    network's input).  ``None`` (default): the model's protocol grid (level
-    3), built once and shared with the SCF that follows.  ``1``: a level-1
-    grid for H_init only (about half the seconds of the H_init build, and
-    ~1 µHa MAE from the protocol's H_init against the model's ~100 µHa error,
-    ``benchmarks/bench_cheap_hinit.py``), while the SCF builds its own level-3
-    grid.  Labels always use the protocol grid.
+    The XC grid level of the H_init that the ``'qhflow'`` guess and
+    ``oneshot`` build (the network's input).  ``1`` (default): a level-1 grid
+    of its own for H_init only, while the SCF builds its usual grid: the
+    H_init build takes about half the seconds (XC dominates a Fock build),
+    its H_init differs from the protocol's (level 3) by 1.2 µHa MAE, and the
+    model's H MAE does not change (170.5 µHa either way on 10 test molecules,
+    ``benchmarks/bench_cheap_hinit.py``, RESULTS section 18).  ``None``: the
+    model's protocol grid (level 3), built once and shared with the SCF that
+    follows.  Labels always use the protocol grid.
 
 ``guess_confidence``
     ``True`` (default): the ``'qhflow'`` guess also draws the calibration's K
@@ -34,7 +36,7 @@ from typing import Any, Iterator
 
 on_unsupported: str = "warn"
 default_model: Any = None
-hinit_grid_level: int | None = None
+hinit_grid_level: int | None = 1
 guess_confidence: bool = True
 
 _VALID = {"on_unsupported": ("warn", "raise")}

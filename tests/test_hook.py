@@ -245,6 +245,13 @@ def test_empty_molecule_is_a_value_error():
         pyscf_qhflow.predict_fock(mol, model=CoreHamiltonian())
 
 
+@pytest.fixture
+def protocol_grid(monkeypatch):
+    """H_init on the protocol's level-3 grid, shared with the SCF (not the default level 1)."""
+    from pyscf_qhflow import config
+    monkeypatch.setattr(config, "hinit_grid_level", None)
+
+
 class RecordsHinit:
     """Stand-in that takes H_init from the caller and predicts F = H_init."""
 
@@ -266,7 +273,7 @@ class RecordsHinit:
     (lambda mol: dft.UKS(mol, xc="b3lyp"), ["integrals"]),  # open-shell grids prune otherwise
     (lambda mol: dft.RKS(mol, xc="b3lyp").density_fit(), []),  # DF: not the exact integrals
 ])
-def test_hinit_shares_integrals_and_grids_with_the_scf(water, make, shared):
+def test_hinit_shares_integrals_and_grids_with_the_scf(water, make, shared, protocol_grid):
     """H_init is the protocol's MinAO Fock, built once with what the SCF needs anyway."""
     mf = make(water)
     predictor = RecordsHinit()
@@ -283,7 +290,7 @@ def test_hinit_shares_integrals_and_grids_with_the_scf(water, make, shared):
         assert mf.grids.coords is not None
 
 
-def test_hinit_shared_grids_leave_the_scf_unchanged(water):
+def test_hinit_shared_grids_leave_the_scf_unchanged(water, protocol_grid):
     """An SCF whose grids and integrals H_init built converges as it does on its own."""
     plain = dft.RKS(water, xc="pbe0")
     plain.conv_tol = 1e-10
@@ -296,7 +303,7 @@ def test_hinit_shared_grids_leave_the_scf_unchanged(water):
     assert mf.qhflow_info["hinit_shared_with_scf"] == ["grids", "integrals"]
 
 
-def test_model_guess_with_shared_hinit_equals_its_own(water):
+def test_model_guess_with_shared_hinit_equals_its_own(water, protocol_grid):
     """QHFlowModel takes H_init from the SCF object and predicts what it predicts alone."""
     from pyscf_qhflow.guess.predictor import Predictor
     from pyscf_qhflow.model import QHFlowModel
@@ -346,9 +353,10 @@ def test_one_guess_checks_input_support_and_layout_once(water, monkeypatch):
 
 
 def test_coarse_hinit_grid_is_for_the_network_input_only(water, monkeypatch):
-    """config.hinit_grid_level = 1: H_init on its own level-1 grid, the SCF keeps level 3."""
+    """config.hinit_grid_level = 1 (the default): H_init on its own level-1 grid, the
+    SCF keeps level 3."""
     from pyscf_qhflow import config
-    monkeypatch.setattr(config, "hinit_grid_level", 1)
+    assert config.hinit_grid_level == 1
     plain = dft.RKS(water, xc="b3lyp")
     plain.conv_tol = 1e-10
     e_plain = plain.kernel()

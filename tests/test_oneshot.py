@@ -160,15 +160,20 @@ def test_cli_reports_a_missing_model(command, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"qhflow {command}: no checkpoint file at {missing}"
 
 
-def test_sharing_the_grid_and_integrals_leaves_energy_and_forces_unchanged(water):
-    """oneshot builds H_init on mf's grid and in-core integrals and reuses them; a
-    predictor that cannot take H_init builds its own. Both give the same numbers."""
+@pytest.mark.parametrize("hinit_grid_level", [None, 1])
+def test_sharing_the_grid_and_integrals_leaves_energy_and_forces_unchanged(
+        water, hinit_grid_level, monkeypatch):
+    """oneshot builds H_init beside mf (its in-core integrals; its grid too with
+    hinit_grid_level None) and reuses them; a predictor that cannot take H_init builds
+    its own. Both give the same numbers."""
+    from pyscf_qhflow import config
     from pyscf_qhflow.guess.predictor import Predictor
     from pyscf_qhflow.hinit import minao_fock
     from pyscf_qhflow.model import QHFlowModel
 
+    monkeypatch.setattr(config, "hinit_grid_level", hinit_grid_level)
     predictor = Predictor(QHFlowModel.from_config("tiny", seed=0).double())
-    hinit = minao_fock(water)
+    hinit = minao_fock(water, grid_level=hinit_grid_level or 3)
 
     class OwnHinit:  # takes no hinit: oneshot cannot share anything with it
         name, xc, basis = "own-hinit", predictor.xc, predictor.basis
