@@ -45,6 +45,7 @@ STAGES = [
     ("small_stage6_cpu", "6", 4800, 4, 387, "1 CPU thread", 93.0, 1),
     ("small_stage7_2700", "7, step 2,700", 2700, 4, 390, "1 CPU thread", 86.0, 1),
     ("small_stage7_3988", "7, step 3,988", 1288, 4, 390, "2 CPU threads", 16.0, 2),
+    ("small_stage9_cpu", "9", 3600, 8, 390, "1 CPU thread", 90.0, 1),
 ]
 # Stage 2's row folds stage 1 (3,600 x 4) into batch-16 steps for the
 # presentation count: 3,600 * 4 / 16 + 2,200 steps of 16 = 49,600 presentations.
