@@ -92,3 +92,16 @@ def test_incore_rule_does_not_depend_on_the_process_history(water, monkeypatch):
     assert not mf._is_mem_enough()  # PySCF's own rule would now run direct
     row = run_scf(mf, "minao")
     assert row["incore"] and mf._eri is not None
+
+
+def test_guess_in_another_basis_builds_h_init_once(water):
+    """A def2-SVP model seeding a def2-SVPD SCF: one H_init build (in the model's basis)."""
+    from pyscf_qhflow.guess.hook import resolve_model
+    from conftest import example_mol
+    mol = example_mol("water", basis="def2-svpd")
+    mf = make_scf(mol, xc="b3lyp", grid_level=1, conv_tol=1e-8)
+    mf.qhflow_model = resolve_model(model="default")  # calibrated: draws prior samples
+    row = run_scf(mf, "qhflow")
+    assert row["qhflow_used"] and mf.qhflow_info["projected_from"] == "def2-svp"
+    assert mf.qhflow_info["confidence"] is not None
+    assert row["guess_fock_builds"] == 1

@@ -213,8 +213,10 @@ def predict_beside(mf, mol, model, layout=None, share: bool = True, num_samples:
         prediction = model.predict(mol, hinit=hinit, layout=layout)
         fock, guard = prediction.fock, prediction.guard
         if num_samples > 0 and callable(getattr(model, "sample_focks", None)):
+            # the prediction's own H_init when it built one (another basis): not twice
             samples = [_checked_fock(p.fock, mol) for p in
-                       model.sample_focks(mol, num_samples, seed, hinit=hinit, layout=layout)]
+                       model.sample_focks(mol, num_samples, seed, hinit=prediction.hinit,
+                                          layout=layout)]
     else:
         fock = model.predict_fock(mol) if hinit is None else model.predict_fock(mol, hinit=hinit)
         guard = None
