@@ -34,10 +34,13 @@ from pyscf.lib import logger
 if TYPE_CHECKING:
     from pyscf.dft import rks
 
-__all__ = ["protocol_ks", "minao_fock", "hinit_beside", "overlap"]
+__all__ = ["PROTOCOL_GRID_LEVEL", "protocol_ks", "minao_fock", "hinit_beside", "overlap"]
+
+PROTOCOL_GRID_LEVEL = 3  # the QH9 protocol's DFT grid (labels, and the network's H_init)
 
 
-def protocol_ks(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> "rks.RKS":
+def protocol_ks(mol: gto.Mole, xc: str = "b3lyp",
+                grid_level: int = PROTOCOL_GRID_LEVEL) -> "rks.RKS":
     """A restricted KS object in the QH9 protocol (see the module docstring).
 
     Raises ``ValueError`` for a Cartesian basis: labels and models are spherical.
@@ -51,7 +54,8 @@ def protocol_ks(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> "rks.R
     return mf
 
 
-def minao_fock(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> np.ndarray:
+def minao_fock(mol: gto.Mole, xc: str = "b3lyp",
+               grid_level: int = PROTOCOL_GRID_LEVEL) -> np.ndarray:
     """Fock matrix of PySCF's MinAO guess density, Hartree, PySCF AO order.
 
     ``F = h + J[D] - a_x/2 K[D] + V_xc[D]`` with ``D = mf.get_init_guess(key='minao')``
@@ -70,7 +74,7 @@ def minao_fock(mol: gto.Mole, xc: str = "b3lyp", grid_level: int = 3) -> np.ndar
 _GRID_KEYS = ("level", "prune", "atom_grid", "radi_method", "becke_scheme", "radii_adjust")
 
 
-def hinit_beside(mf, mol: gto.Mole, xc: str, grid_level: int = 3
+def hinit_beside(mf, mol: gto.Mole, xc: str, grid_level: int = PROTOCOL_GRID_LEVEL
                  ) -> tuple[np.ndarray | None, list[str]]:
     """H_init of ``mol`` in the protocol (``xc``, ``grid_level``), built beside the SCF ``mf``.
 

@@ -35,7 +35,7 @@ from .errors import check_geometry
 from .units import HARTREE_TO_EV
 
 __all__ = ["PYSCF_GUESSES", "TOLERANCES", "load_molecule", "make_scf", "run_scf",
-           "incore_integrals",
+           "incore_integrals", "xyz_files_in", "build_molecule",
            "count_fock_builds", "stop_at_tol", "stop_within", "tolerance_columns",
            "load_predictor"]
 
@@ -72,6 +72,14 @@ def load_molecule(path: str | Path, basis: str = "def2-svp", charge: int = 0,
     if len(rows) != natm:
         raise ValueError(f"{path}: header says {natm} atoms, found {len(rows)}")
     return build_molecule(symbols, coords, basis, charge, spin, verbose)
+
+
+def xyz_files_in(directory: str | Path) -> list[Path]:
+    """The .xyz files of ``directory``, sorted; ``FileNotFoundError`` when it has none."""
+    found = sorted(Path(directory).glob("*.xyz"))
+    if not found:
+        raise FileNotFoundError(f"no .xyz files in directory {directory}")
+    return found
 
 
 def build_molecule(symbols, coords, basis: str = "def2-svp", charge: int = 0,

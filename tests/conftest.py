@@ -37,3 +37,13 @@ def fluoroacetamide():
 def private_hinit_cache(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's H_init cache (~/.cache/pyscf_qhflow)."""
     monkeypatch.setenv("QHFLOW_CACHE", str(tmp_path_factory.mktemp("hinit_cache")))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny model saved as a checkpoint (for the CLI and harness tests)."""
+    from pyscf_qhflow.checkpoint import save_checkpoint
+    from pyscf_qhflow.model import QHFlowModel
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, QHFlowModel.from_config("tiny", seed=0), {"data": "untrained"})
+    return path

@@ -7,19 +7,10 @@ import numpy as np
 import pytest
 
 from pyscf_qhflow.benchmark import csv_appender, read_rows
-from pyscf_qhflow.checkpoint import save_checkpoint
 from pyscf_qhflow.cli.main import main
 from pyscf_qhflow.data.label import label_molecule, shard_attrs, write_shard
-from pyscf_qhflow.model import QHFlowModel
 
 from conftest import EXAMPLES
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, QHFlowModel.from_config("tiny", seed=0), {"data": "untrained"})
-    return path
 
 
 def test_bench_scf_end_to_end(tiny_checkpoint, tmp_path, capsys):

@@ -5,18 +5,9 @@ import csv
 
 import pytest
 
-from pyscf_qhflow.checkpoint import save_checkpoint
 from pyscf_qhflow.cli.main import main
-from pyscf_qhflow.model import QHFlowModel
 
 from conftest import EXAMPLES
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(path, QHFlowModel.from_config("tiny", seed=0), {"data": "untrained"})
-    return path
 
 
 def test_batch_scf_with_two_workers_resumes_from_its_csv(tiny_checkpoint, tmp_path, capsys):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..scfrun import PYSCF_GUESSES, build_molecule, load_molecule
+from ..scfrun import PYSCF_GUESSES, build_molecule, load_molecule, xyz_files_in
 
 ENERGY_TOL = 1e-8  # Hartree: every guess must reach the same SCF solution
 
@@ -56,10 +56,8 @@ def read_inputs(inputs, basis: str, charge: int = 0, spin: int | None = None,
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(path.glob("*.xyz"))
-            if not found:
-                raise FileNotFoundError(f"no .xyz files in directory {path}")
-            batch = [(p.stem, load_molecule(p, basis, charge, spin, verbose)) for p in found]
+            batch = [(p.stem, load_molecule(p, basis, charge, spin, verbose))
+                     for p in xyz_files_in(path)]
         elif not path.is_file():
             raise FileNotFoundError(f"no such .xyz file, directory or SMILES file: {path}")
         elif path.suffix.lower() == ".xyz":

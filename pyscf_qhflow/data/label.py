@@ -52,6 +52,7 @@ from .. import keys
 from ..errors import check_geometry
 from ..fileio import atomic_path, atomic_write_text
 from ..hinit import hinit_beside, protocol_ks
+from ..scfrun import xyz_files_in
 from .shardfile import dense_to_tril
 from .splits import SPLIT_NAMES, split_of_key
 
@@ -303,10 +304,7 @@ def molecules_from_xyz(inputs: Iterable[str | os.PathLike]) -> list[MoleculeSpec
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(p.glob("*.xyz"))
-            if not found:
-                raise FileNotFoundError(f"no .xyz files in directory {p}")
-            paths.extend(found)
+            paths.extend(xyz_files_in(p))
         elif p.is_file():
             paths.append(p)
         else:

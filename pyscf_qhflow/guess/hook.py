@@ -38,7 +38,7 @@ from pyscf.scf import hf
 
 from .. import config
 from ..errors import QHFlowGuessWarning, UnsupportedMoleculeError, check_input
-from ..hinit import hinit_beside
+from ..hinit import PROTOCOL_GRID_LEVEL, hinit_beside
 from ..uncertainty import (calibration_for, closed_shell_density, density_spread,
                            guess_error_bound)
 
@@ -242,9 +242,7 @@ def _hinit_for_guess(mf, mol, model) -> tuple[np.ndarray | None, list[str]]:
         return None, []
     # a coarser grid for the network's input only (config.hinit_grid_level); the SCF
     # then builds its own grid, as it would without the guess
-    if config.hinit_grid_level is None:
-        return hinit_beside(mf, mol, xc)
-    return hinit_beside(mf, mol, xc, grid_level=config.hinit_grid_level)
+    return hinit_beside(mf, mol, xc, grid_level=config.hinit_grid_level or PROTOCOL_GRID_LEVEL)
 
 
 def _dm_ndim(mf) -> int:
