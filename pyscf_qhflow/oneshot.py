@@ -9,8 +9,11 @@ the occupied block of F[D]. That makes it the exact nuclear derivative of
 E_KS for the predicted MO coefficients held fixed and re-orthonormalised as
 the basis functions move with the atoms. By default the gradient's J/K
 derivative integrals are density fitted (:func:`gradient_method`: about half
-the gradient's time, < 1 meV/Angstrom from the exact contraction); the
-energies never are.
+the gradient's time, < 1 meV/Angstrom from the exact contraction), and its
+exchange-correlation part runs on a grid of level
+:data:`GRADIENT_GRID_LEVEL` (2) when ``mf``'s grid is finer (a third less
+gradient time on ethanol, 0.4 meV/Angstrom at most from the level-3 grid);
+the energies are never fitted and always on ``mf``'s grid.
 
 The same Fock build also gives the Harris-Foulkes energy
 E_H = E_KS[D] + Tr((D_out - D) F[D]), where D_out is the aufbau density of
@@ -41,7 +44,7 @@ from .uncertainty import (EnergyUncertainty, calibration_for, closed_shell_densi
                           density_spread, energy_uncertainty, orbital_gradient_sq,
                           sample_energy_spread)
 
-__all__ = ["GRADIENT_JK", "OneShotResult", "gradient_at", "gradient_method", "orbitals_from_fock", "oneshot"]
+__all__ = ["GRADIENT_JK", "GRADIENT_GRID_LEVEL", "OneShotResult", "gradient_at", "gradient_method", "orbitals_from_fock", "oneshot"]
 
 
 @dataclass
@@ -91,9 +94,18 @@ def orbitals_from_fock(fock: np.ndarray, overlap: np.ndarray, lindep: float = 1e
 
 GRADIENT_JK = ("df", "exact")
 
+# The one-shot gradient's XC grid (PySCF level) when mf's is finer.  Measured against
+# the level-3 grid (benchmarks/bench_oneshot_speed.py --gradient-grid-levels, RESULTS 23):
+# <= 0.4 meV/Angstrom on ethanol and paracetamol (level 1: up to 10 meV/Angstrom), against
+# one-shot force errors of ~30 meV/Angstrom; the XC part dominates the gradient's time.
+GRADIENT_GRID_LEVEL = 2
 
-def gradient_method(mf, gradient_jk: str = "df"):
+
+def gradient_method(mf, gradient_jk: str = "df", grid_level: int | None = None):
     """PySCF's nuclear-gradient object for ``mf``, with J/K derivatives exact or density fitted.
+
+    ``grid_level``: the XC part on a grid of this PySCF level (``mf``'s other
+    grid settings) when it is coarser than ``mf``'s; ``None``: ``mf``'s grid.
 
     ``"df"`` contracts the two-electron derivative integrals through PySCF's
     default auxiliary basis (def2-universal-jkfit for def2 bases) on a
@@ -108,20 +120,34 @@ def gradient_method(mf, gradient_jk: str = "df"):
     if gradient_jk not in GRADIENT_JK:
         raise ValueError(f"gradient_jk must be one of {GRADIENT_JK}, got {gradient_jk!r}")
     if gradient_jk == "exact" or getattr(mf, "with_df", None) is not None:
-        return mf.nuc_grad_method()
-    return mf.density_fit().nuc_grad_method()
+        grad = mf.nuc_grad_method()
+    else:
+        grad = mf.density_fit().nuc_grad_method()
+    grids = getattr(mf, "grids", None)  # HF has none
+    # a user's own atom_grid overrides levels: their grid is kept
+    if (grid_level is not None and grids is not None and not grids.atom_grid
+            and grid_level < grids.level):
+        from pyscf.dft import gen_grid
+        coarse = gen_grid.Grids(mf.mol)
+        for key in ("prune", "radi_method", "becke_scheme", "radii_adjust"):
+            setattr(coarse, key, getattr(grids, key))
+        coarse.level = grid_level
+        grad.grids = coarse.build(with_non0tab=True)
+    return grad
 
 
 def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df",
             num_samples: int | None = None, seed: int = 0,
-            uncertainty_signal: str | None = None) -> OneShotResult:
+            uncertainty_signal: str | None = None,
+            gradient_grid_level: int | None = GRADIENT_GRID_LEVEL) -> OneShotResult:
     """Energy (and gradient) of an RKS/RHF object at the model's predicted density.
 
     The grid, the in-core integrals and H_init are built once, on ``mf``
     (:func:`pyscf_qhflow.hinit.hinit_beside`), and shared by the prediction,
     the energy and the gradient. ``gradient_jk`` chooses exact or
     density-fitted J/K derivatives for the gradient (:func:`gradient_method`);
-    the energies are never fitted.
+    the energies are never fitted.  ``gradient_grid_level``: the gradient's XC
+    grid when coarser than ``mf``'s (``None``: ``mf``'s grid).
 
     ``num_samples`` flow samples from prior draws seeded with ``seed`` (one
     network batch; default: the calibration's K, 0 for predictors without
@@ -173,13 +199,15 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df",
     grad = None
     if forces:
         t0 = time.perf_counter()
-        grad = gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk)
+        grad = gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk,
+                           gradient_grid_level)
         timings["gradient"] = time.perf_counter() - t0
     return OneShotResult(e_tot, e_harris, grad, mo_energy, mo_coeff, mo_occ, np.asarray(dm),
                          timings, uncertainty, np.asarray(fock_at_dm))
 
 
-def gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk: str = "df"):
+def gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk: str = "df",
+                grid_level: int | None = GRADIENT_GRID_LEVEL):
     """The one-shot nuclear gradient (natm, 3) Hartree/Bohr at the predicted orbitals.
 
     The Pulay term comes from the occupied block of F[D] (``fock_at_dm``),
@@ -194,4 +222,4 @@ def gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk: str = 
     occ_energy, rotation = np.linalg.eigh(c_occ.T @ fock_at_dm @ c_occ)
     grad_coeff, grad_energy = mo_coeff.copy(), mo_energy.copy()
     grad_coeff[:, occupied], grad_energy[occupied] = c_occ @ rotation, occ_energy
-    return gradient_method(mf, gradient_jk).kernel(grad_energy, grad_coeff, mo_occ)
+    return gradient_method(mf, gradient_jk, grid_level).kernel(grad_energy, grad_coeff, mo_occ)

@@ -108,6 +108,30 @@ def test_density_fitted_gradient_is_close_to_exact_and_energies_are_not_fitted(w
         oneshot(mf, model=predictor, gradient_jk="ri")
 
 
+def test_gradient_xc_grid_is_coarsened_only_below_the_scf_grid(water):
+    """Level-3 mf: the gradient's XC runs on a level-2 grid (forces move by far less than
+    the model's errors, energies not at all); a level-2 or custom grid is kept."""
+    from pyscf_qhflow.oneshot import GRADIENT_GRID_LEVEL, gradient_method
+    mf = dft.RKS(water, xc="b3lyp")
+    mf.grids.level = 3
+    mf.conv_tol = 1e-11
+    mf.kernel()
+    noise = np.random.default_rng(4).normal(scale=1e-3, size=(water.nao, water.nao))
+    predictor = FixedFock(mf.get_fock() + noise + noise.T)
+    fine = oneshot(mf, model=predictor, gradient_grid_level=None)
+    coarse = oneshot(mf, model=predictor)  # the default
+    assert coarse.e_tot == fine.e_tot
+    difference = np.abs(coarse.grad - fine.grad).max()
+    assert 0 < difference < 5e-5, difference  # Ha/Bohr; 5e-5 = 2.6 meV/Angstrom
+    grad = gradient_method(mf, "df", GRADIENT_GRID_LEVEL)
+    assert grad.grids.level == GRADIENT_GRID_LEVEL and grad.grids is not mf.grids
+    assert mf.grids.level == 3  # the caller's grid is untouched
+    mf.grids.level = 2
+    assert gradient_method(mf, "df", GRADIENT_GRID_LEVEL).grids is None  # mf's own
+    mf.grids.level, mf.grids.atom_grid = 3, {"O": (40, 194), "H": (30, 110)}
+    assert gradient_method(mf, "df", GRADIENT_GRID_LEVEL).grids is None
+
+
 def test_canonical_orthogonalisation_drops_null_space():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(6, 5))
