@@ -150,8 +150,10 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df",
     grid when coarser than ``mf``'s (``None``: ``mf``'s grid).
 
     ``num_samples`` flow samples from prior draws seeded with ``seed`` (one
-    network batch; default: the calibration's K, 0 for predictors without
-    ``sample_focks``) give the ``samples`` signal; ``uncertainty_signal``
+    network batch) give the ``samples`` and ``density_spread`` signals;
+    default: the calibration's K when the error bars are scaled from the
+    ``samples`` signal, else none (the shipped ``bracket`` signal needs no
+    samples, and they cost 3-5 network passes).  ``uncertainty_signal``
     picks the signal the error bars are scaled from (default: the
     calibration's, see :mod:`pyscf_qhflow.uncertainty`).
     """
@@ -165,7 +167,8 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df",
     layout = prepare(model, mol)  # input, support and AO layout, once
     calibration, calibrated = calibration_for(model)
     if num_samples is None:
-        num_samples = int(calibration.get("num_samples", 0))
+        wanted = uncertainty_signal or calibration.get("default_signal")
+        num_samples = int(calibration.get("num_samples", 0)) if wanted == "samples" else 0
     timings = {}
     t0 = time.perf_counter()
     # H_init on mf's own grids and integrals, which the energy and gradient reuse

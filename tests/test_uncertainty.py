@@ -100,6 +100,17 @@ def test_oneshot_samples_equal_for_equal_seeds(water, shipped):
     assert np.isfinite(s.e_tot) and s.e_tot > 0
 
 
+def test_oneshot_draws_samples_only_for_the_samples_signal(water, shipped):
+    """The shipped bracket signal needs no prior samples: none are drawn by default."""
+    plain = oneshot(dft.RKS(water, xc="b3lyp"), forces=False, model=shipped).uncertainty
+    assert plain.signal == CALIBRATION["default_signal"] == "bracket"
+    assert set(plain.signals) == {"bracket", "gradient"}
+    sampled = oneshot(dft.RKS(water, xc="b3lyp"), forces=False, model=shipped,
+                      uncertainty_signal="samples").uncertainty
+    assert sampled.signal == "samples" and {"samples", "density_spread"} <= set(sampled.signals)
+    assert sampled.signals["bracket"] == pytest.approx(plain.signals["bracket"], rel=1e-9)
+
+
 def test_guess_records_confidence(water, shipped):
     mf = dft.RKS(water, xc="b3lyp")
     mf.qhflow_model = shipped

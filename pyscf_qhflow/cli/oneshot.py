@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "faster; pass the --grid-level to use the SCF's own grid)")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="flow samples from prior draws for the 'samples' error-bar "
-                             "signal (default: the calibration's K)")
+                             "signal (default: the calibration's K with --signal samples, "
+                             "else none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
     parser.add_argument("--signal", choices=("bracket", "gradient", "samples"), default=None,
                         help="error-bar signal (default: the calibrated default, "
