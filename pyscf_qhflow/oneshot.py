@@ -12,7 +12,7 @@ derivative integrals are density fitted (:func:`gradient_method`: about half
 the gradient's time, < 1 meV/Angstrom from the exact contraction), and its
 exchange-correlation part runs on a grid of level
 :data:`GRADIENT_GRID_LEVEL` (2) when ``mf``'s grid is finer (a third less
-gradient time on ethanol, 0.4 meV/Angstrom at most from the level-3 grid);
+gradient time on ethanol, 0.6 meV/Angstrom at most from the level-3 grid);
 the energies are never fitted and always on ``mf``'s grid.
 
 The same Fock build also gives the Harris-Foulkes energy
@@ -95,9 +95,9 @@ def orbitals_from_fock(fock: np.ndarray, overlap: np.ndarray, lindep: float = 1e
 GRADIENT_JK = ("df", "exact")
 
 # The one-shot gradient's XC grid (PySCF level) when mf's is finer.  Measured against
-# the level-3 grid (benchmarks/bench_oneshot_speed.py --gradient-grid-levels, RESULTS 23):
-# <= 0.4 meV/Angstrom on ethanol and paracetamol (level 1: up to 10 meV/Angstrom), against
-# one-shot force errors of ~30 meV/Angstrom; the XC part dominates the gradient's time.
+# the level-3 grid (benchmarks/bench_oneshot_speed.py --gradient-grid-check, RESULTS 23):
+# <= 0.6 meV/Angstrom on ethanol and two QM9 test molecules (level 1: up to 10 meV/Angstrom),
+# against one-shot force errors of ~30 meV/Angstrom; the XC part dominates the gradient.
 GRADIENT_GRID_LEVEL = 2
 
 
@@ -217,7 +217,8 @@ def gradient_at(mf, mo_energy, mo_coeff, mo_occ, fock_at_dm, gradient_jk: str = 
     not from the predicted eigenvalues: the gradient is then the exact
     derivative of E_KS with the predicted MO coefficients held fixed
     (re-orthonormalised as the basis moves). Rotating within the occupied
-    space leaves D unchanged. ``OneShotResult`` holds every argument, so a
+    space leaves D unchanged. ``grid_level``: the XC part's grid when coarser
+    than ``mf``'s (:func:`gradient_method`). ``OneShotResult`` holds every argument, so a
     caller that asked for energies first can add the gradient later.
     """
     occupied = mo_occ > 0

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "twice as fast, < 1 meV/Angstrom from exact) or exact")
     parser.add_argument("--gradient-grid-level", type=int, default=None,
                         help="XC grid level of the gradient when coarser than --grid-level "
-                             "(default 2: <= 0.4 meV/Angstrom from the level-3 grid, a third "
+                             "(default 2: <= 0.6 meV/Angstrom from the level-3 grid, a third "
                              "faster; pass the --grid-level to use the SCF's own grid)")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="flow samples from prior draws for the 'samples' error-bar "
