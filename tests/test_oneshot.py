@@ -120,7 +120,7 @@ def test_gradient_xc_grid_is_coarsened_only_below_the_scf_grid(water):
     predictor = FixedFock(mf.get_fock() + noise + noise.T)
     fine = oneshot(mf, model=predictor, gradient_grid_level=None)
     coarse = oneshot(mf, model=predictor)  # the default
-    assert coarse.e_tot == fine.e_tot
+    assert abs(coarse.e_tot - fine.e_tot) < 1e-10  # same density and grid; only rounding
     difference = np.abs(coarse.grad - fine.grad).max()
     assert 0 < difference < 5e-5, difference  # Ha/Bohr; 5e-5 = 2.6 meV/Angstrom
     grad = gradient_method(mf, "df", GRADIENT_GRID_LEVEL)
