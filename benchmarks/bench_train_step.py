@@ -9,7 +9,7 @@ the network recomputes every step (edge-frame Wigner-D matrices and radial
 bases): the most that caching them across epochs could save.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train_step.py --shards ../shared/data \\
-        --model weights/small_stage9_cpu.pt --threads 1 --steps 20   # (measured with small_stage7_cpu.pt)
+        --model weights/small_stage10_cpu.pt --threads 1 --steps 20   # (measured with small_stage7_cpu.pt)
 """
 from __future__ import annotations
 

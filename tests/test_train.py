@@ -203,6 +203,20 @@ def test_resume_continues_exactly(records, tmp_path):
         fit(tiny_model(), records, None, tmp_path / "c", cfg, resume=True)
 
 
+def test_resume_keeps_the_saved_peak_lr_and_card_in_best_pt(records, tmp_path):
+    """A resumed run's best.pt card states the lr the schedule really used (the saved
+    run's, not the resuming command's default) and keeps the first run's init_from."""
+    from pyscf_qhflow.checkpoint import read_checkpoint
+    fit(tiny_model(), records, records, tmp_path, _cfg(steps=4, lr=2e-3, val_every=2),
+        card={"init_from": "weights/first.pt"}, stop_at=2)
+    resumed = fit(tiny_model(seed=7), records, records, tmp_path,
+                  _cfg(steps=4, lr=5e-4, val_every=2), card={"init_from": None}, resume=True)
+    assert resumed["step"] == 4
+    card = read_checkpoint(tmp_path / "best.pt")["card"]
+    assert card["train_config"]["lr"] == pytest.approx(2e-3)
+    assert card["init_from"] == "weights/first.pt"
+
+
 def test_resume_accepts_older_state_layouts_and_keeps_the_runs_inference_options(records,
                                                                                   tmp_path):
     """A state.pt written before residual_range was removed (it stored null) and with the

@@ -35,9 +35,10 @@ import csv
 import math
 import os
 import signal
+import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -381,8 +382,6 @@ def _stop_everywhere(stop: bool, distributed: bool, device) -> bool:
 def _choose_k_for_best(best_path: Path, template, val_cache: BlockCache,
                        cfg: TrainConfig) -> None:
     """Re-score ``best.pt`` for every candidate K and rewrite it with the best K."""
-    from dataclasses import replace
-
     from ..checkpoint import read_checkpoint
     obj = read_checkpoint(best_path)
     best = copy.deepcopy(template)
@@ -529,6 +528,18 @@ def _resume(run: _Run) -> None:
     run.ema.load_state_dict(state["ema"])
     run.opt.load_state_dict(state["optimizer"])
     run.sched.load_state_dict(state["scheduler"])
+    # the loaded schedule keeps the saved run's peak lr whatever cfg.lr says; record
+    # that value, so best.pt's card states the lr the weights were trained with
+    saved_lr = float(state["scheduler"]["base_lrs"][0])
+    if not math.isclose(saved_lr, run.cfg.lr, rel_tol=1e-9):
+        if run.rank == 0:
+            print(f"resuming {run.state_path}: peak lr {saved_lr:g} of the saved run "
+                  f"(lr {run.cfg.lr:g} of this one is not used)", file=sys.stderr)
+        run.cfg = replace(run.cfg, lr=saved_lr)
+    # card fields of the first run (e.g. init_from) that this one does not set survive
+    saved_card = state.get("card") or {}
+    run.card = {**saved_card,
+                **{k: v for k, v in (run.card or {}).items() if v is not None}}
     run.step, run.best = int(state["step"]), float(state["best_val_mae_uha"])
     run.elapsed_before = float(state["elapsed_s"])
 
@@ -553,7 +564,7 @@ def _save_state(run: _Run) -> None:
         "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
         # the key says MAE for old runs' sake; it holds the best score of cfg.val_metric
         "step": run.step, "best_val_mae_uha": run.best,
-        "elapsed_s": run.elapsed()})
+        "elapsed_s": run.elapsed(), "card": run.card or {}})
 
 
 def _best_card(run: _Run, scores: dict) -> dict:
