@@ -200,3 +200,20 @@ def test_csv_appender_keeps_an_older_files_columns(tmp_path):
     assert read_rows(path) == [{"molecule": "water", "cycles": "9"},
                                {"molecule": "methane", "cycles": "8"}]
     assert read_rows(tmp_path / "missing.csv") == []
+
+
+def test_bench_scf_measures_the_packages_hinit_grid_unless_told(monkeypatch, tmp_path):
+    """Without --hinit-grid-level the table is for config.hinit_grid_level (what users
+    get); with it, for that level, and the package's option is restored after."""
+    import argparse
+
+    from pyscf_qhflow import config
+    from pyscf_qhflow.cli import bench
+    seen = []
+    monkeypatch.setattr(bench, "_bench_scf",
+                        lambda args, model, out: seen.append(config.hinit_grid_level) or 0)
+    default = config.hinit_grid_level
+    for level in (None, 3):
+        args = argparse.Namespace(hinit_grid_level=level, no_confidence=False)
+        assert bench._run_scf(args, None, tmp_path) == 0
+    assert seen == [default, 3] and config.hinit_grid_level == default
