@@ -181,3 +181,23 @@ def test_cli_prints_error_bar(capsys):
     assert main(["oneshot", str(EXAMPLES / "water.xyz"), "--no-forces", "--num-samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "+/-" in out and "(68%; 95%" in out and "signal" in out
+    assert "calibration: pyscf_qhflow.uncertainty.CALIBRATION)" in out  # fitted for the default
+
+
+def test_cli_says_where_the_error_bars_come_from(tiny_checkpoint, tmp_path, capsys):
+    """A model with a calibration on its card uses it and says so; one without is told
+    that the module's scales were fitted for another model."""
+    import shutil
+
+    from pyscf_qhflow.checkpoint import write_card
+    from pyscf_qhflow.cli.main import main
+    weights = tmp_path / "tiny.pt"  # a copy: the card file must not reach other tests
+    shutil.copy(tiny_checkpoint, weights)
+    argv = ["oneshot", str(EXAMPLES / "water.xyz"), "--no-forces", "--model", str(weights)]
+    assert main(argv) == 0
+    assert "fitted for another model: not calibrated for this one" in capsys.readouterr().out
+    write_card(weights, {"uncertainty": {**uncertainty.CALIBRATION,
+                                                 "model_sha256": "its own"}})
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "calibration: the model card's)" in out and "another model" not in out
