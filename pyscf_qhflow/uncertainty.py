@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CALIBRATION", "SIGNALS", "EnergyUncertainty", "calibration_for",
+__all__ = ["CALIBRATION", "SIGNALS", "EnergyUncertainty", "calibration_for", "calibration_source",
            "closed_shell_density", "density_spread",
            "orbital_gradient_sq", "sample_energy_spread", "energy_uncertainty",
            "guess_error_bound"]
@@ -85,11 +85,30 @@ def calibration_for(model) -> tuple[dict, bool]:
     :data:`CALIBRATION`'s scales for its error bars, flagged as not fitted for
     it, and no guess fallback.
     """
+    own = _card_calibration(model)
+    if own is not None:
+        return own, True
     card = getattr(model, "card", None)
-    if isinstance(card, dict) and isinstance(card.get("uncertainty"), dict):
-        return card["uncertainty"], True
     sha = card.get("sha256") if isinstance(card, dict) else None
     return CALIBRATION, sha is not None and sha == CALIBRATION["model_sha256"]
+
+
+def calibration_source(model) -> str:
+    """Where :func:`calibration_for` takes ``model``'s scales from, in words (for the CLI)."""
+    if _card_calibration(model) is not None:
+        return "the model card's"
+    if calibration_for(model)[1]:
+        return "pyscf_qhflow.uncertainty.CALIBRATION"
+    return ("pyscf_qhflow.uncertainty.CALIBRATION, fitted for another model: "
+            "not calibrated for this one")
+
+
+def _card_calibration(model) -> dict | None:
+    """The calibration on ``model``'s card (its ``"uncertainty"`` entry), if any."""
+    card = getattr(model, "card", None)
+    if isinstance(card, dict) and isinstance(card.get("uncertainty"), dict):
+        return card["uncertainty"]
+    return None
 
 
 @dataclass

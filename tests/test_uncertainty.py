@@ -196,8 +196,7 @@ def test_cli_says_where_the_error_bars_come_from(tiny_checkpoint, tmp_path, caps
     argv = ["oneshot", str(EXAMPLES / "water.xyz"), "--no-forces", "--model", str(weights)]
     assert main(argv) == 0
     assert "fitted for another model: not calibrated for this one" in capsys.readouterr().out
-    write_card(weights, {"uncertainty": {**uncertainty.CALIBRATION,
-                                                 "model_sha256": "its own"}})
+    write_card(weights, {"uncertainty": {**uncertainty.CALIBRATION, "model_sha256": "its own"}})
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "calibration: the model card's)" in out and "another model" not in out

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..oneshot import GRADIENT_GRID_LEVEL, oneshot
+    from ..uncertainty import calibration_source
 
     model = load_model_or_report(args.model, "oneshot")
     if model is None:
@@ -68,13 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"E Harris-Foulkes                     {res.e_harris:20.10f} Ha")
         print(f"midpoint                             {res.e_mid:20.10f} Ha "
               f"+/- {u.e_mid:.2e} Ha (68%; 95%: +/- {u.e_mid_95:.2e})")
-        card = getattr(model, "card", None)
-        source = ("the model card's" if isinstance(card, dict) and "uncertainty" in card
-                  else "pyscf_qhflow.uncertainty.CALIBRATION")
-        if not u.calibrated:
-            source += ", fitted for another model: not calibrated for this one"
         print(f"error bars from the {u.signal} signal (bracket width {width_mev:.1f} meV; "
-              f"calibration: {source})")
+              f"calibration: {calibration_source(model)})")
         print("timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in res.timings.items()))
         if res.grad is not None:
             print("forces (eV/Angstrom, Kohn-Sham gradient at the predicted orbitals):")
