@@ -7,11 +7,15 @@ squared, spread of K prior samples; K = 4, seed 0).  The reference is the
 converged SCF energy stored in the shard (``energy``; ``--check-ref`` checks
 it against the one-shot energy of the stored converged Fock matrix on the
 first molecule).  Molecules given with ``--xyz`` (outside QM9) get their
-reference from one SCF each, started from the qhflow guess.
+reference from one SCF each, started from the qhflow guess, or from the
+converged MinAO rows of ``qhflow bench scf`` CSVs given with ``--ref-csv``.
 
 Calibration: for each signal and each estimate (``e_tot``, ``e_mid``) the
-scales are the 68th and 95th percentiles of ``|error| / signal`` on the
-validation split.  Reported per split: coverage of the 68% and 95%
+scales are split-conformal 68% and 95% quantiles of ``|error| / signal`` on
+the validation split (``uncertainty.fit_scales``), and the signal the model's
+error bars use is chosen on validation by ``uncertainty.choose_signal``
+(leave-one-out coverage, then width); OUT/scales.json holds both, in the
+shape of a model card's ``"uncertainty"`` entry.  Reported per split: coverage of the 68% and 95%
 intervals, mean 68%/95% half-width against the mean |error|, Spearman rank
 correlation of signal and |error|.  The guess's bound (density spread ->
 E_KS error, 95%) is fitted the same way.  ``--minao N`` also evaluates the
@@ -43,11 +47,10 @@ from pyscf_qhflow.data.splits import split_indices
 from pyscf_qhflow.guess.hook import resolve_model
 from pyscf_qhflow.oneshot import oneshot
 from pyscf_qhflow.scfrun import load_molecule, make_scf, run_scf
+from pyscf_qhflow.uncertainty import CALIBRATION, ESTIMATES, SIGNALS, choose_signal, fit_scales
 from pyscf_qhflow.units import HARTREE_TO_MEV
 
 NUM_SAMPLES = 4
-SIGNALS = ("bracket", "gradient", "samples")
-ESTIMATES = ("e_tot", "e_mid")
 FIELDS = ["molecule", "split", "natm", "e_ref", "e_tot", "e_harris", "bracket", "gradient",
           "samples", "density_spread", "e_minao", "t_oneshot"]
 
@@ -83,8 +86,28 @@ def _row(name, split, mol, e_ref, predictor, grid_level, minao: bool) -> dict:
     return row
 
 
+def reference_energies(paths: list[str]) -> dict[str, float]:
+    """Converged MinAO-guess energies (Hartree) by molecule from ``qhflow bench scf`` CSVs.
+
+    The same protocol as the SCF run here (grid level 3, conv_tol 1e-10 unless
+    the CSV says otherwise; its ``conv_tol`` column is checked).
+    """
+    refs = {}
+    for path in paths:
+        for r in read_rows(Path(path)):
+            if r["guess"] != "minao" or r["converged"] not in ("True", "1", "true"):
+                continue
+            if float(r["conv_tol"]) > 1e-9:
+                raise SystemExit(f"{path}: {r['molecule']} converged to conv_tol {r['conv_tol']}, "
+                                 "too loose for a reference energy")
+            refs[r["molecule"]] = float(r["e_tot"])
+    return refs
+
+
 def collect(ds, splits: dict, xyz: list[str], predictor, out: Path, grid_level: int,
-            minao_n: int) -> list[dict]:
+            minao_n: int, refs: dict[str, float] | None = None) -> list[dict]:
+    """One-shot rows for the val/test splits and ``xyz`` (reference: ``refs`` or one SCF each)."""
+    refs = refs or {}
     csv_path = out / "uncertainty.csv"
     done = {r["molecule"] for r in read_rows(csv_path)}
     with csv_appender(csv_path, FIELDS) as (f, w):
@@ -110,14 +133,18 @@ def collect(ds, splits: dict, xyz: list[str], predictor, out: Path, grid_level: 
             if name in done:
                 continue
             mol = load_molecule(path, "def2-svp", 0, None, 0)
-            mf = make_scf(mol, grid_level=grid_level)
-            mf.qhflow_model = predictor
             t0 = time.perf_counter()
-            ref = run_scf(mf, "qhflow")
-            if not ref["converged"]:
-                print(f"{name}: SCF did not converge, skipped", file=sys.stderr)
-                continue
-            row = _row(name, "outside", mol, float(ref["e_tot"]), predictor, grid_level, False)
+            if name in refs:
+                e_ref = refs[name]
+            else:
+                mf = make_scf(mol, grid_level=grid_level)
+                mf.qhflow_model = predictor
+                ref = run_scf(mf, "qhflow")
+                if not ref["converged"]:
+                    print(f"{name}: SCF did not converge, skipped", file=sys.stderr)
+                    continue
+                e_ref = float(ref["e_tot"])
+            row = _row(name, "outside", mol, e_ref, predictor, grid_level, False)
             w.writerow(row)
             f.flush()
             print(f"[outside] {name}: SCF {time.perf_counter() - t0:.0f} s, KS err "
@@ -138,19 +165,22 @@ def _arrays(rows: list[dict]) -> dict:
     return a
 
 
-def fit_scales(val: dict) -> dict:
-    """Per signal and estimate: 68th/95th percentiles of |error| / signal on validation."""
-    scales = {}
-    for s in SIGNALS:
-        x = np.abs(val[s])
-        scales[s] = {}
-        for e in ESTIMATES:
-            ratio = np.abs(val[f"err_{e}"]) / np.maximum(x, 1e-300)
-            scales[s][e] = {"scale68": float(np.quantile(ratio, 0.68)),
-                            "scale95": float(np.quantile(ratio, 0.95))}
-    ratio = np.abs(val["err_e_tot"]) / np.maximum(val["density_spread"], 1e-300)
-    scales["guess"] = {"scale95": float(np.quantile(ratio, 0.95))}
-    return scales
+def fit(val: dict) -> tuple[dict, str, dict]:
+    """Conformal scales, the chosen signal and its leave-one-out scores, from validation alone."""
+    signals = {n: val[n] for n in SIGNALS if np.all(np.isfinite(val[n]))}
+    scales = fit_scales({e: val[f"err_{e}"] for e in ESTIMATES}, signals,
+                        val["density_spread"])
+    chosen, loo = choose_signal(val["err_e_tot"], signals)
+    return scales, chosen, loo
+
+
+def loo_table(loo: dict, chosen: str) -> str:
+    lines = ["| signal (Kohn-Sham energy) | leave-one-out 95% coverage (val) | mean 95% "
+             "half-width (meV) | chosen |", "|---|---|---|---|"]
+    for name, (cov, width) in loo.items():
+        lines.append(f"| {name} | {cov:.3f} | {width * HARTREE_TO_MEV:.1f} | "
+                     f"{'yes' if name == chosen else ''} |")
+    return "\n".join(lines)
 
 
 def _spearman(x, y) -> float:
@@ -164,7 +194,7 @@ def table(splits: dict[str, dict], scales: dict) -> str:
              "Spearman(signal, abs error) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for split, a in splits.items():
         n = len(a["e_ref"])
-        for s in SIGNALS:
+        for s in (s for s in SIGNALS if s in scales):
             x = np.abs(a[s])
             for e in ESTIMATES:
                 err = np.abs(a[f"err_{e}"])
@@ -229,6 +259,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="default")
     p.add_argument("--limit", type=int, default=None, help="molecules per split")
     p.add_argument("--xyz", nargs="*", default=[], help="molecules outside QM9 (one SCF each)")
+    p.add_argument("--ref-csv", nargs="*", default=[],
+                   help="qhflow bench scf CSVs whose converged MinAO energies are the --xyz "
+                        "molecules' references (no SCF here for those)")
     p.add_argument("--grid-level", type=int, default=3)
     p.add_argument("--minao", type=int, default=5,
                    help="MinAO guess energy on the first N test molecules")
@@ -252,20 +285,27 @@ def main(argv=None) -> int:
         rows = read_rows(out / "uncertainty.csv")
     else:
         predictor = resolve_model(model=load_model(args.model))
-        rows = collect(ds, splits, args.xyz, predictor, out, args.grid_level, args.minao)
+        rows = collect(ds, splits, args.xyz, predictor, out, args.grid_level, args.minao,
+                       reference_energies(args.ref_csv))
     by_split = {s: _arrays([r for r in rows if r["split"] == s])
                 for s in ("val", "test", "outside")}
     by_split = {s: a for s, a in by_split.items() if len(a["e_ref"])}
-    scales = fit_scales(by_split["val"])
+    scales, chosen, loo = fit(by_split["val"])
     text = "\n\n".join([
         "Calibration (fitted on val): " + json.dumps(scales),
+        f"Signal chosen on val (uncertainty.choose_signal): {chosen}",
+        loo_table(loo, chosen),
         table(by_split, scales),
         "Guess confidence (density spread of 4 prior samples):",
         guess_table(by_split, rows, scales)])
     print(text)
     (out / "tables.md").write_text(text + "\n")
-    (out / "scales.json").write_text(json.dumps(scales, indent=1) + "\n")
-    reliability_plot(by_split, scales, "bracket", out / "reliability.png")
+    guess = scales.pop("guess")
+    entry = {"default_signal": chosen, "num_samples": NUM_SAMPLES, "scales": scales,
+             "guess": {**guess, "fallback_ha": CALIBRATION["guess"]["fallback_ha"]},
+             "benchmark": "benchmarks/bench_uncertainty.py " + " ".join(argv or sys.argv[1:])}
+    (out / "scales.json").write_text(json.dumps(entry, indent=1) + "\n")
+    reliability_plot(by_split, scales, chosen, out / "reliability.png")
     return 0
 
 

@@ -21,9 +21,13 @@ Three signals come with a one-shot evaluation (:func:`pyscf_qhflow.oneshot.onesh
     ``sample_focks`` and ``num_samples > 0``.
 
 A calibrated uncertainty is ``scale * signal``: ``scale68`` and ``scale95`` are
-the 68th and 95th percentiles of ``|error| / signal`` on the validation split,
-fitted by ``benchmarks/bench_uncertainty.py`` for the Kohn-Sham energy
-``e_tot`` and for the midpoint ``e_mid`` separately.  The 68% half-width is
+split-conformal quantiles of ``|error| / signal`` on the validation split
+(:func:`conformal_scale`: the ceil((n+1) q)-th smallest of n ratios, so that a
+new molecule exchangeable with them is covered with probability >= q),
+fitted by :func:`fit_scales` (``benchmarks/bench_uncertainty.py``) for the
+Kohn-Sham energy ``e_tot`` and for the midpoint ``e_mid`` separately.  Which
+signal a model's error bars use is chosen on validation too, by a rule fixed
+in code (:func:`choose_signal`), never after looking at test molecules.  The 68% half-width is
 the "1-sigma-like" number reported as the uncertainty; the 95% half-width is
 given beside it (it is not 1.96 sigma: the errors are not Gaussian).
 
@@ -44,11 +48,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["CALIBRATION", "SIGNALS", "EnergyUncertainty", "calibration_for", "calibration_source",
-           "closed_shell_density", "density_spread",
+           "choose_signal", "closed_shell_density", "conformal_scale", "density_spread",
+           "fit_scales",
            "orbital_gradient_sq", "sample_energy_spread", "energy_uncertainty",
            "guess_error_bound"]
 
 SIGNALS = ("bracket", "gradient", "samples")
+ESTIMATES = ("e_tot", "e_mid")
 
 # Fitted by benchmarks/bench_uncertainty.py on the first 30 validation molecules
 # of ../shared/data (session 21) with the shipped default model (weights/default.pt,
@@ -185,3 +191,73 @@ def guess_error_bound(spread: float, calibration: dict | None = None) -> float:
     """95% bound (Hartree) on the guess's energy error from its density spread (electrons)."""
     cal = CALIBRATION if calibration is None else calibration
     return float(cal["guess"]["scale95"]) * float(spread)
+
+
+def conformal_scale(ratios: np.ndarray, q: float) -> float:
+    """Split-conformal ``q`` quantile of ``ratios`` (|error| / signal on calibration molecules).
+
+    The ceil((n+1) q)-th smallest of the n ratios (the largest when that
+    exceeds n): for a new molecule exchangeable with the calibration ones,
+    ``|error| <= scale * signal`` holds with probability at least ``q``.  The
+    plain ``np.quantile`` is the in-sample q-quantile and covers new molecules
+    less often; with a signal whose ratio barely varies (the bracket) the
+    difference decides the coverage.
+    """
+    r = np.sort(np.asarray(ratios, dtype=float))
+    if r.size == 0:
+        raise ValueError("conformal_scale needs at least one calibration ratio")
+    k = int(np.ceil((r.size + 1) * q))
+    return float(r[min(max(k, 1), r.size) - 1])
+
+
+def _ratios(errors: np.ndarray, signal: np.ndarray) -> np.ndarray:
+    return np.abs(errors) / np.maximum(np.abs(signal), 1e-300)
+
+
+def fit_scales(errors: dict[str, np.ndarray], signals: dict[str, np.ndarray],
+               density_spread: np.ndarray | None = None) -> dict:
+    """``{signal: {estimate: {scale68, scale95}}}`` (+ ``guess``) from validation molecules.
+
+    ``errors[estimate]``: signed one-shot error (Hartree) per molecule, for
+    each of :data:`ESTIMATES`; ``signals[name]``: the raw signal per molecule.
+    ``density_spread`` (electrons) fits the guess's 95% bound on its E_KS error.
+    """
+    scales: dict = {}
+    for name, x in signals.items():
+        scales[name] = {e: {"scale68": conformal_scale(_ratios(errors[e], x), 0.68),
+                            "scale95": conformal_scale(_ratios(errors[e], x), 0.95)}
+                        for e in ESTIMATES}
+    if density_spread is not None:
+        scales["guess"] = {"scale95": conformal_scale(
+            _ratios(errors["e_tot"], density_spread), 0.95)}
+    return scales
+
+
+def choose_signal(errors: np.ndarray, signals: dict[str, np.ndarray],
+                  q: float = 0.95) -> tuple[str, dict]:
+    """The signal a model's error bars use, chosen on validation molecules alone.
+
+    Rule (fixed before any test molecule is looked at): leave each validation
+    molecule out in turn, fit the conformal ``q`` scale on the others and ask
+    whether the left-out molecule's ``|errors|`` is inside the interval.  Among
+    the signals whose leave-one-out coverage is at least ``q``, keep the one
+    with the narrowest mean half-width; when none reaches ``q``, the one with
+    the highest coverage (then the narrowest).  ``errors``: the Kohn-Sham
+    energy errors (Hartree).  Returns ``(name, {name: (coverage, mean
+    half-width in Hartree)})``.
+    """
+    err = np.abs(np.asarray(errors, dtype=float))
+    if err.size < 2:
+        raise ValueError("choose_signal needs at least two validation molecules")
+    scores = {}
+    for name, x in signals.items():
+        x = np.abs(np.asarray(x, dtype=float))
+        r = _ratios(err, x)
+        widths = np.array([conformal_scale(np.delete(r, i), q) * x[i] for i in range(err.size)])
+        scores[name] = (float(np.mean(err <= widths)), float(np.mean(widths)))
+    good = [n for n, (cov, _) in scores.items() if cov >= q]
+    if good:
+        best = min(good, key=lambda n: scores[n][1])
+    else:
+        best = min(scores, key=lambda n: (-scores[n][0], scores[n][1]))
+    return best, scores

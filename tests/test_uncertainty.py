@@ -200,3 +200,46 @@ def test_cli_says_where_the_error_bars_come_from(tiny_checkpoint, tmp_path, caps
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "calibration: the model card's)" in out and "another model" not in out
+
+
+def test_conformal_scale_is_the_finite_sample_quantile():
+    ratios = np.arange(1.0, 20.0)  # 19 ratios: ceil(20 * 0.95) = 19th smallest, the largest
+    assert uncertainty.conformal_scale(ratios, 0.95) == 19.0
+    assert uncertainty.conformal_scale(ratios, 0.68) == 14.0  # ceil(20 * 0.68) = 14
+    assert uncertainty.conformal_scale(ratios, 0.95) > np.quantile(ratios, 0.95)
+    assert uncertainty.conformal_scale([3.0], 0.95) == 3.0  # never past the largest
+    with pytest.raises(ValueError, match="at least one"):
+        uncertainty.conformal_scale([], 0.95)
+
+
+def test_choose_signal_prefers_coverage_then_width():
+    """A signal proportional to the error covers every left-out molecule with the
+    narrowest intervals; a noisy one is passed over, and without any signal
+    reaching the coverage the best-covering one is kept."""
+    rng = np.random.default_rng(0)
+    err = rng.uniform(1e-3, 5e-2, size=40)
+    exact = 0.5 * err  # |error| / signal = 2 for every molecule
+    noisy = err * rng.uniform(0.2, 5.0, size=40)
+    name, scores = uncertainty.choose_signal(err, {"noisy": noisy, "exact": exact})
+    assert name == "exact"
+    assert scores["exact"][0] == 1.0
+    assert scores["exact"][1] == pytest.approx(np.mean(err))
+    assert scores["noisy"][1] > scores["exact"][1]
+    # heavy-tailed ratios: no signal reaches 95% leave-one-out coverage with 3 molecules
+    name, scores = uncertainty.choose_signal(np.array([1.0, 1.0, 1.0]),
+                                             {"a": np.array([1.0, 0.5, 0.1]),
+                                              "b": np.array([1.0, 1.0, 0.01])})
+    assert max(cov for cov, _ in scores.values()) < 0.95
+    assert scores[name][0] == max(cov for cov, _ in scores.values())
+
+
+def test_fit_scales_shape_matches_the_calibration_entry():
+    err = np.linspace(1e-3, 2e-2, 25)
+    sig = {"bracket": err / 1.5, "gradient": err ** 0.5}
+    scales = uncertainty.fit_scales({"e_tot": err, "e_mid": 0.2 * err}, sig, err / 0.05)
+    assert set(scales) == {"bracket", "gradient", "guess"}
+    assert scales["bracket"]["e_tot"]["scale95"] == pytest.approx(1.5)
+    assert scales["bracket"]["e_mid"]["scale68"] == pytest.approx(0.3)
+    assert scales["guess"]["scale95"] == pytest.approx(0.05)
+    u = energy_uncertainty({"bracket": 0.01}, {"default_signal": "bracket", "scales": scales})
+    assert u.e_tot_95 == pytest.approx(0.015)
