@@ -183,12 +183,17 @@ def run_scf(mf, guess) -> dict:
     mf.init_guess = guess if isinstance(guess, str) else "minao"
     clock = {"guess_s": 0.0, "guess_builds": 0, "guess_done": not isinstance(guess, str)}
     trace: list[dict] = []
-    get_init_guess, energy_tot, user_callback = mf.get_init_guess, mf.energy_tot, mf.callback
+    user_callback, own_class = mf.callback, mf.__class__
+    # mf's bound methods, held only during the run: the wrappers below live in a
+    # class of their own whose reference cycle only the cyclic GC frees, and a
+    # strong reference from it to mf kept every SCF (with its in-core ERIs, 1 GB
+    # for a QM9 molecule) alive until then: a long benchmark ran out of memory
+    bound = {"get_init_guess": mf.get_init_guess, "energy_tot": mf.energy_tot}
 
     def timed_get_init_guess(*args, **kwargs):
         t = time.perf_counter()
         try:
-            return get_init_guess(*args, **kwargs)
+            return bound["get_init_guess"](*args, **kwargs)
         finally:
             clock.update(guess_s=time.perf_counter() - t, guess_builds=counter["n"],
                          guess_done=True)
@@ -198,7 +203,7 @@ def run_scf(mf, guess) -> dict:
         if clock["guess_done"] and "init_t" not in clock:
             clock.update(init_t=counter["t_last"] or time.perf_counter(),
                          init_builds=counter["n"])
-        return energy_tot(*args, **kwargs)
+        return bound["energy_tot"](*args, **kwargs)
 
     def record(envs):
         if not trace:  # cycle 0: the guess density's energy, after the first build
@@ -219,12 +224,15 @@ def run_scf(mf, guess) -> dict:
                          "energy_tot": staticmethod(marked_energy_tot),
                          "_is_mem_enough": lambda self: incore})
     mf.callback = record
-    with count_fock_builds(mf.mol) as counter:
-        t0 = time.perf_counter()
-        e_tot = mf.kernel(dm0=None if isinstance(guess, str) else guess)
-        wall = time.perf_counter() - t0
-        builds = counter["n"]
-    mf.callback = user_callback
+    try:
+        with count_fock_builds(mf.mol) as counter:
+            t0 = time.perf_counter()
+            e_tot = mf.kernel(dm0=None if isinstance(guess, str) else guess)
+            wall = time.perf_counter() - t0
+            builds = counter["n"]
+    finally:
+        mf.callback, mf.__class__ = user_callback, own_class
+        bound.clear()
     info = getattr(mf, "qhflow_info", None) or {}
     last_t = trace[-1]["t_s"] if trace else wall
     return {"guess": label, "cycles": int(mf.cycles), "fock_builds": builds,

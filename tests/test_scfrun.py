@@ -105,3 +105,23 @@ def test_guess_in_another_basis_builds_h_init_once(water):
     assert row["qhflow_used"] and mf.qhflow_info["projected_from"] == "def2-svp"
     assert mf.qhflow_info["confidence"] is not None
     assert row["guess_fock_builds"] == 1
+
+
+def test_a_finished_run_frees_its_scf_without_the_cyclic_gc(water, tiny_model):
+    """run_scf must leave no reference cycle through mf: a benchmark of many molecules
+    kept every SCF and its in-core ERIs until a rare full GC and ran out of memory."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        for guess in ("minao", "qhflow"):
+            mf = make_scf(water, xc="hf", conv_tol=1e-8)
+            mf.qhflow_model = tiny_model
+            own_class = type(mf)
+            run_scf(mf, guess)
+            assert type(mf) is own_class  # the timing subclass is gone again
+            alive = weakref.ref(mf)
+            del mf
+            assert alive() is None, guess
+    finally:
+        gc.enable()
