@@ -152,7 +152,7 @@ def oneshot(mf, forces: bool = True, model=None, gradient_jk: str = "df",
     ``num_samples`` flow samples from prior draws seeded with ``seed`` (one
     network batch) give the ``samples`` and ``density_spread`` signals;
     default: the calibration's K when the error bars are scaled from the
-    ``samples`` signal, else none (the shipped ``bracket`` signal needs no
+    ``samples`` signal, else none (the shipped signal, ``gradient``, needs no
     samples, and they cost 3-5 network passes).  ``uncertainty_signal``
     picks the signal the error bars are scaled from (default: the
     calibration's, see :mod:`pyscf_qhflow.uncertainty`).
