@@ -95,7 +95,7 @@ def reference_energies(paths: list[str]) -> dict[str, float]:
     refs = {}
     for path in paths:
         for r in read_rows(Path(path)):
-            if r["guess"] != "minao" or r["converged"] not in ("True", "1", "true"):
+            if r["guess"] != "minao" or r["converged"] != "True":
                 continue
             if float(r["conv_tol"]) > 1e-9:
                 raise SystemExit(f"{path}: {r['molecule']} converged to conv_tol {r['conv_tol']}, "

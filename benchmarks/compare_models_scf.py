@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ def _rows(paths: list[str]) -> tuple[dict, dict]:
     qhflow, minao = {}, {}
     for path in paths:
         for r in read_rows(Path(path)):
-            if r["converged"] not in ("True", "true", "1"):
+            if r["converged"] != "True":
                 continue
             if r["guess"] == "qhflow":
                 qhflow[r["molecule"]] = r
@@ -42,12 +41,8 @@ def _rows(paths: list[str]) -> tuple[dict, dict]:
 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign-test p-value for ``wins`` against ``losses`` (ties dropped)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    tail = sum(comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    from scipy.stats import binomtest
+    return 1.0 if wins + losses == 0 else float(binomtest(wins, wins + losses).pvalue)
 
 
 def compare(a: dict, b: dict, minao: dict, label_a: str, label_b: str) -> str:

@@ -227,9 +227,9 @@ def fit_scales(errors: dict[str, np.ndarray], signals: dict[str, np.ndarray],
     """
     scales: dict = {}
     for name, x in signals.items():
-        scales[name] = {e: {"scale68": conformal_scale(_ratios(errors[e], x), 0.68),
-                            "scale95": conformal_scale(_ratios(errors[e], x), 0.95)}
-                        for e in ESTIMATES}
+        ratios = {e: _ratios(errors[e], x) for e in ESTIMATES}
+        scales[name] = {e: {"scale68": conformal_scale(r, 0.68), "scale95": conformal_scale(r, 0.95)}
+                        for e, r in ratios.items()}
     if density_spread is not None:
         scales["guess"] = {"scale95": conformal_scale(
             _ratios(errors["e_tot"], density_spread), 0.95)}
