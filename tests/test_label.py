@@ -165,6 +165,18 @@ def test_unconverged_kept_flagged_and_excluded(tmp_path):
     assert len(ShardDataset(path, xc="lda,vwn", basis="sto-3g", exclude_unconverged=False)) == 1
 
 
+def test_callback_sees_every_cycle_with_its_fock_matrix():
+    """label_molecule's callback is PySCF's mf.callback: once per cycle, with the
+    cycle's Fock matrix (what benchmarks/label_source_e2e.py keeps as a pseudo-label)."""
+    seen = []
+    out = label.label_molecule(HF.atoms(), callback=lambda envs: seen.append(
+        (int(envs["cycle"]), np.array(envs["fock"]))), **FAST)
+    assert [c for c, _ in seen] == list(range(out["cycles"]))
+    assert all(f.shape == out["fock"].shape for _, f in seen)
+    # the last cycle's matrix is the converged one (to the convergence threshold)
+    assert np.abs(seen[-1][1] - out["fock"]).max() < 1e-3
+
+
 def test_qm9_without_qm9pack_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "qm9pack", None)
     rc = qhflow_label(["--qm9", "1:100", "--out", str(tmp_path / "o"), "--no-progress"])

@@ -355,3 +355,27 @@ def test_cli_train_init_from_starts_at_the_checkpoint_weights(records, tmp_path)
     assert tuned.config == start.config
     for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_cli_train_keep_unconverged_trains_on_flagged_records(records, tmp_path):
+    """Records with converged = False (pseudo-labels) are skipped unless --keep-unconverged."""
+    from pyscf_qhflow.checkpoint import load_model
+    from pyscf_qhflow.cli.main import main
+    from pyscf_qhflow.data.label import shard_attrs, write_shard
+
+    shard = [{"Z": r["Z"], "pos": r["pos"], "fock": r["fock"], "energy": 0.0, "cycles": 1,
+              "converged": q != 1002, "qm9_index": q}
+             for q, r in zip((1001, 1002, 1028), records)]
+    write_shard(tmp_path / "data" / "qm9_b3lyp_def2svp_000.h5", shard,
+                shard_attrs(xc="hf", basis="def2-svp"))
+    start = tmp_path / "start.pt"
+    from pyscf_qhflow.checkpoint import save_checkpoint
+    save_checkpoint(start, tiny_model(seed=7), {"data": "test"})
+    for flag, molecules, train in (([], 2, 1), (["--keep-unconverged"], 3, 2)):
+        run = tmp_path / f"run{len(flag)}"
+        args = ["train", "--init-from", str(start), "--data", str(tmp_path / "data"),
+                "--out", str(run), "--steps", "1", "--batch-size", "2", "--val-every", "1",
+                "--no-progress", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+        assert main(args + flag) == 0
+        card = load_model(run / "best.pt", device="cpu").card
+        assert card["data"]["molecules"] == molecules and card["split"]["train"] == train

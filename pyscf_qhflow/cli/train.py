@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of split_by_qm9_index (80/10/10)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--cache-dir", default=None, help="H_init cache directory")
+    parser.add_argument("--keep-unconverged", action="store_true",
+                        help="train on records with converged = False too (e.g. pseudo-labels "
+                             "after a few SCF cycles); by default they are skipped")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     config = model.config
     proto = config.protocol
     data = ShardDataset(args.data, xc=proto.xc, basis=proto.basis, with_hinit=True,
-                        with_overlap=True, cache_dir=args.cache_dir)
+                        with_overlap=True, cache_dir=args.cache_dir,
+                        exclude_unconverged=not args.keep_unconverged)
     train_idx, val_idx, test_idx = split_by_qm9_index(data, seed=args.split_seed)
     cfg = train_config(args, args.threads)
     card = {"init_from": args.init_from,

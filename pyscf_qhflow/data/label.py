@@ -100,14 +100,18 @@ def _atoms_of(mol_or_atoms) -> tuple[np.ndarray, np.ndarray, int, int]:
 def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
                    grid_level: int = 3, conv_tol: float | None = None, max_cycle: int = 100,
                    verbose: int = 0, with_hinit: bool = False, guess: str = "minao",
-                   conv_tol_grad: float | None = None, model=None) -> dict:
+                   conv_tol_grad: float | None = None, model=None,
+                   callback=None) -> dict:
     """Converged KS Fock matrix of one molecule in the labelling protocol.
 
     ``mol_or_atoms``: a ``gto.Mole`` (its geometry, charge and spin; rebuilt in
     ``basis``), an ``ase.Atoms``, an .xyz path, or ``(Z, positions_angstrom)``.
     ``guess``: ``'minao'`` or ``'qhflow'`` (``model``: a predictor, checkpoint
     path or None for the shipped weights); ``conv_tol`` and ``conv_tol_grad``
-    default to the guess's protocol (:func:`default_conv_tol`).
+    default to the guess's protocol (:func:`default_conv_tol`).  ``callback``:
+    PySCF's ``mf.callback``, called with the SCF's locals after every cycle
+    (e.g. to keep the Fock matrix of an early cycle, as
+    ``benchmarks/label_source_e2e.py`` does).
     Returns ``Z`` (natm,) int64, ``pos`` (natm, 3) Angstrom, ``fock`` (nao, nao)
     float64 Hartree PySCF order, ``energy`` Hartree, ``cycles`` (``mf.cycles``),
     ``converged``, ``scf_init_guess``, ``scf_conv_tol``.  With ``with_hinit``
@@ -132,6 +136,7 @@ def label_molecule(mol_or_atoms, xc: str = "b3lyp", basis: str = "def2-svp",
     if conv_tol_grad is not None:
         mf.conv_tol_grad = conv_tol_grad
     mf.max_cycle = max_cycle
+    mf.callback = callback
     hinit = None
     if guess == "qhflow":
         dm0, hinit = _qhflow_start(mf, mol, xc, grid_level, model)
