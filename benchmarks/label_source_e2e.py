@@ -76,7 +76,10 @@ def _label_one(spec, k: int, model: str) -> dict:
         # PySCF's cycle c builds the Fock matrix of the density after c + 1 updates
         if int(envs["cycle"]) + 1 == k:
             kept.update(fock=np.array(envs["fock"]), energy=float(envs["e_tot"]),
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0,
+                        # what a labeller could gate pseudo-labels on, free at cycle k
+                        norm_gorb=float(envs["norm_gorb"]),
+                        delta_e=float(envs["e_tot"] - envs["last_hf_e"]))
 
     try:
         out = label_molecule(spec.atoms(), guess="qhflow", model=_WORKER_MODEL,
@@ -85,13 +88,15 @@ def _label_one(spec, k: int, model: str) -> dict:
         return {"name": spec.name, "error": f"{type(err).__name__}: {err}"[:500]}
     seconds = time.perf_counter() - t0
     if not kept:  # converged before cycle k: the pseudo-label is the label itself
-        kept.update(fock=out["fock"], energy=out["energy"], seconds=seconds)
+        kept.update(fock=out["fock"], energy=out["energy"], seconds=seconds,
+                    norm_gorb=0.0, delta_e=0.0)
     return {"name": spec.name, "qm9_index": spec.qm9_index, "smiles": spec.smiles,
             "Z": out["Z"], "pos": out["pos"], "hinit": out["hinit"],
             "fock": out["fock"], "energy": out["energy"], "cycles": out["cycles"],
             "converged": out["converged"], "seconds": seconds,
             "fock_k": 0.5 * (kept["fock"] + kept["fock"].T), "energy_k": kept["energy"],
-            "seconds_k": kept["seconds"], "k": k}
+            "seconds_k": kept["seconds"], "norm_gorb_k": kept["norm_gorb"],
+            "delta_e_k": kept["delta_e"], "k": k}
 
 
 def _worker_init() -> None:
@@ -183,7 +188,7 @@ def cmd_shards(args) -> int:
         for old in arm_dir.glob("*.h5"):
             old.unlink()
         for start in range(0, len(chosen), 50):
-            write_shard(arm_dir / f"e2e_{arm}_{start // 50:03d}.h5",
+            write_shard(arm_dir / f"qm9_b3lyp_def2svp_{arm}_{start // 50:03d}.h5",
                         [record(r, pseudo) for r in chosen[start:start + 50]], attrs)
     pseudo_err = [float(np.abs(r["fock_k"] - r["fock"]).mean() * 1e6) for r in rows]
     summary = {
